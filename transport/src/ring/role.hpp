@@ -1,0 +1,27 @@
+// Taking and giving back a role (producer or consumer) recorded in the channel header.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "weft/detail/layout.hpp"
+#include "weft/result.hpp"
+
+namespace weft::detail {
+
+// The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat), or 0
+// when the process does not exist.
+std::uint64_t process_start_ticks(std::uint32_t pid) noexcept;
+
+// True when the process recorded as (pid, start_ticks) still runs. A recycled pid whose start
+// time differs counts as dead.
+bool process_alive(std::uint32_t pid, std::uint64_t start_ticks) noexcept;
+
+// Records this process as the holder of `slot`. kBusy naming the holder when a live process has
+// it; a dead holder is replaced.
+Result<void> take_role(RoleSlot& slot, std::string_view channel_path, const char* role) noexcept;
+
+// Clears `slot` if this process holds it.
+void give_back_role(RoleSlot& slot) noexcept;
+
+}  // namespace weft::detail

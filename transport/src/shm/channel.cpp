@@ -1,0 +1,355 @@
+// Creating, opening and mapping channel files.
+#include "weft/channel.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "error_util.hpp"
+#include "shm/validate.hpp"
+#include "sys/sys.hpp"
+
+namespace weft {
+namespace {
+
+using detail::fail;
+using detail::fail_errno;
+
+constexpr std::size_t kPageBytes = 4096;
+
+Result<void> validate_name(std::string_view name, const char* where) {
+  if (name.empty() || name.size() >= detail::kNameBytesMax) {
+    return fail(Errc::kInvalidArgument, 0, where,
+                "channel name '{}' must be 1 to {} characters long", name,
+                detail::kNameBytesMax - 1);
+  }
+  if (name.front() == '.') {
+    return fail(Errc::kInvalidArgument, 0, where,
+                "channel name '{}' must not start with '.' (reserved for files being created)",
+                name);
+  }
+  for (const char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      return fail(Errc::kInvalidArgument, 0, where,
+                  "channel name '{}' has character '{}': use only letters, digits, '.', '_', '-'",
+                  name, c);
+    }
+  }
+  return {};
+}
+
+// Populates the page tables of [address, address + bytes) so that no page fault lands on the
+// data path. Writable mappings are populated writable without changing a byte.
+void prefault(void* address, std::size_t bytes, bool writable) noexcept {
+#ifdef MADV_POPULATE_WRITE
+  const int advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+  if (sys::ops().madvise(address, bytes, advice) == 0) return;
+#endif
+  // Older kernels: read one byte of every page. A read fault of a shared writable mapping maps
+  // the page writable, and reading never disturbs a live ring.
+  const auto* bytes_in = static_cast<const volatile unsigned char*>(address);
+  unsigned char sink = 0;
+  for (std::size_t offset = 0; offset < bytes; offset += kPageBytes) sink ^= bytes_in[offset];
+  static_cast<void>(sink);
+}
+
+std::uint64_t unix_now_ns() noexcept {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) noexcept : fd_(fd) {}
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  ~FileDescriptor() {
+    if (fd_ >= 0) sys::ops().close(fd_);
+  }
+  [[nodiscard]] int get() const noexcept { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+// Grants the implementation access to Channel's private constructor and fields.
+struct ChannelAccess {
+  static Channel make() { return Channel(); }
+  static void set(Channel& channel, std::string name, std::string path, void* mapping,
+                  std::size_t mapped_bytes, const detail::ValidatedMeta& meta, bool read_only) {
+    channel.name_ = std::move(name);
+    channel.path_ = std::move(path);
+    channel.header_ = static_cast<detail::ChannelHeader*>(mapping);
+    channel.ring_ = static_cast<std::byte*>(mapping) + detail::kHeaderBytes;
+    channel.mapped_bytes_ = mapped_bytes;
+    channel.capacity_bytes_ = meta.capacity_bytes;
+    channel.record_bytes_max_ = meta.record_bytes_max;
+    channel.kind_ = meta.kind;
+    channel.read_only_ = read_only;
+  }
+};
+
+std::string Channel::resolve_dir(std::string_view dir) {
+  if (!dir.empty()) return std::string(dir);
+  const char* env = std::getenv(kShmDirEnv);  // NOLINT(concurrency-mt-unsafe): set-up path only.
+  if (env != nullptr && env[0] != '\0') return env;
+  return kDefaultShmDir;
+}
+
+Result<Channel> Channel::create(std::string_view name, const ChannelOptions& options) {
+  constexpr const char* kWhere = "channel create";
+  if (auto ok = validate_name(name, kWhere); !ok) return unexpected(ok.error());
+  const std::uint64_t capacity = options.capacity_bytes;
+  if (!std::has_single_bit(capacity) || capacity < detail::kCapacityBytesMin ||
+      capacity > detail::kCapacityBytesMax) {
+    return fail(Errc::kInvalidArgument, 0, kWhere,
+                "channel '{}': capacity_bytes {} must be a power of two in [{}, {}]", name,
+                capacity, detail::kCapacityBytesMin, detail::kCapacityBytesMax);
+  }
+  const std::uint64_t record_max_limit = detail::record_bytes_max_limit(capacity);
+  const std::uint64_t record_max =
+      options.record_bytes_max == 0 ? capacity / 4 : options.record_bytes_max;
+  if (record_max > record_max_limit) {
+    return fail(Errc::kInvalidArgument, 0, kWhere,
+                "channel '{}': record_bytes_max {} exceeds {} (capacity_bytes / 2 - 16): raise "
+                "capacity_bytes or lower record_bytes_max",
+                name, record_max, record_max_limit);
+  }
+  if ((options.mode & ~mode_t{07777}) != 0) {
+    return fail(Errc::kInvalidArgument, 0, kWhere, "channel '{}': mode {:o} has non-mode bits",
+                name, options.mode);
+  }
+
+  const std::string dir = resolve_dir(options.dir);
+  if (sys::ops().mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    const int err = errno;
+    return fail_errno(err, kWhere, "cannot create channel directory {}: create it, or set {}", dir,
+                      kShmDirEnv);
+  }
+  const std::string path = dir + "/" + std::string(name);
+  static std::atomic<std::uint32_t> counter{0};
+  // Relaxed: only uniqueness within this process matters.
+  const std::string temp_path = fmt::format("{}/.{}.{}.{}.tmp", dir, name, getpid(),
+                                            counter.fetch_add(1, std::memory_order_relaxed));
+
+  const int raw_fd =
+      sys::ops().open(temp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode);
+  if (raw_fd < 0) {
+    const int err = errno;
+    return fail_errno(err, kWhere, "channel '{}': cannot create {} in {}", name, temp_path, dir);
+  }
+  FileDescriptor fd(raw_fd);
+  struct TempGuard {
+    const std::string& path;
+    bool armed = true;
+    ~TempGuard() {
+      if (armed) sys::ops().unlink(path.c_str());
+    }
+  } temp_guard{temp_path};
+
+  // fchmod sets the mode exactly: the umask applied by open() must not narrow a shared mode.
+  if (sys::ops().fchmod(fd.get(), options.mode) != 0) {
+    const int err = errno;
+    return fail_errno(err, kWhere, "channel '{}': cannot set mode {:o} on {}", name, options.mode,
+                      temp_path);
+  }
+  const std::uint64_t size = detail::kHeaderBytes + capacity;
+  // Allocate every page now: on tmpfs a sparse file would fail later with SIGBUS on first touch
+  // when the file system is full; this way it fails here, with ENOSPC.
+  if (const int err = sys::ops().fallocate(fd.get(), 0, static_cast<off_t>(size)); err != 0) {
+    if (err != EOPNOTSUPP && err != EINVAL) {
+      return fail_errno(err, kWhere,
+                        "channel '{}': cannot allocate {} bytes in {}: free space there, lower "
+                        "capacity_bytes, or choose another directory",
+                        name, size, dir);
+    }
+    if (sys::ops().ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
+      const int err2 = errno;
+      return fail_errno(err2, kWhere, "channel '{}': cannot size {} to {} bytes", name, temp_path,
+                        size);
+    }
+  }
+  void* mapping = sys::ops().mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (mapping == MAP_FAILED) {
+    const int err = errno;
+    return fail_errno(err, kWhere, "channel '{}': cannot map {} bytes of {}", name, size,
+                      temp_path);
+  }
+  prefault(mapping, size, true);
+
+  auto* header = static_cast<detail::ChannelHeader*>(mapping);
+  detail::ChannelMeta& meta = header->meta;
+  meta.magic = detail::kChannelMagic;
+  meta.layout_version = detail::kLayoutVersion;
+  meta.kind = static_cast<std::uint32_t>(detail::ChannelKind::kSpsc);
+  meta.size_bytes = size;
+  meta.header_bytes = detail::kHeaderBytes;
+  meta.capacity_bytes = capacity;
+  meta.record_bytes_max = record_max;
+  meta.created_unix_ns = unix_now_ns();
+  meta.creator_pid = static_cast<std::uint32_t>(getpid());
+  std::memset(meta.name, 0, sizeof meta.name);
+  std::memcpy(meta.name, name.data(), name.size());
+  // The rest of the file is zero from fallocate: cursors at 0, no sleepers, every record header
+  // word 0 ("nothing committed").
+
+  // link() gives the finished file its name atomically and fails if the name exists; the header
+  // stores above are complete before the system call, so an opener sees all of them.
+  if (sys::ops().link(temp_path.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    sys::ops().munmap(mapping, size);
+    if (err == EEXIST) {
+      return fail(Errc::kAlreadyExists, err, kWhere,
+                  "channel '{}' already exists at {}: open it, or remove it first (weftctl rm)",
+                  name, path);
+    }
+    return fail_errno(err, kWhere, "channel '{}': cannot link {} to {}", name, temp_path, path);
+  }
+  // The temporary name goes now; the guard would do the same.
+  temp_guard.armed = false;
+  sys::ops().unlink(temp_path.c_str());
+
+  Channel channel = ChannelAccess::make();
+  ChannelAccess::set(channel, std::string(name), path, mapping, size,
+                     detail::ValidatedMeta{detail::ChannelKind::kSpsc, capacity, record_max},
+                     false);
+  return channel;
+}
+
+Result<Channel> Channel::open(std::string_view name, const OpenOptions& options) {
+  constexpr const char* kWhere = "channel open";
+  if (auto ok = validate_name(name, kWhere); !ok) return unexpected(ok.error());
+  const std::string path = resolve_dir(options.dir) + "/" + std::string(name);
+  const int raw_fd =
+      sys::ops().open(path.c_str(), (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+  if (raw_fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) {
+      return fail(Errc::kNotFound, err, kWhere,
+                  "channel '{}' does not exist at {}: create it first, or check {}", name, path,
+                  kShmDirEnv);
+    }
+    if (err == EACCES || err == EPERM) {
+      return fail(Errc::kPermissionDenied, err, kWhere,
+                  "channel '{}': no {} permission on {}: run as its owner or widen its mode", name,
+                  options.read_only ? "read" : "read-write", path);
+    }
+    return fail_errno(err, kWhere, "channel '{}': cannot open {}", name, path);
+  }
+  FileDescriptor fd(raw_fd);
+  struct stat st {};
+  if (sys::ops().fstat(fd.get(), &st) != 0) {
+    const int err = errno;
+    return fail_errno(err, kWhere, "channel '{}': cannot stat {}", name, path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return fail(Errc::kCorrupted, 0, kWhere, "{}: not a regular file", path);
+  }
+  const auto file_bytes = static_cast<std::uint64_t>(st.st_size);
+  if (file_bytes < detail::kHeaderBytes) {
+    return fail(Errc::kCorrupted, 0, kWhere,
+                "{}: file is {} bytes, smaller than the {}-byte channel header", path, file_bytes,
+                detail::kHeaderBytes);
+  }
+  const int prot = options.read_only ? PROT_READ : PROT_READ | PROT_WRITE;
+  // Map the header alone first: the size in it is not trusted until validated.
+  void* head_map =
+      sys::ops().mmap(nullptr, detail::kHeaderBytes, PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (head_map == MAP_FAILED) {
+    const int err = errno;
+    return fail_errno(err, kWhere, "channel '{}': cannot map the header of {}", name, path);
+  }
+  auto meta = detail::validate_header(*static_cast<const detail::ChannelHeader*>(head_map),
+                                      file_bytes, path);
+  sys::ops().munmap(head_map, detail::kHeaderBytes);
+  if (!meta) return unexpected(meta.error());
+
+  const std::size_t size = file_bytes;
+  void* mapping = sys::ops().mmap(nullptr, size, prot, MAP_SHARED, fd.get(), 0);
+  if (mapping == MAP_FAILED) {
+    const int err = errno;
+    return fail_errno(err, kWhere, "channel '{}': cannot map {} bytes of {}", name, size, path);
+  }
+  // Validate again through the final mapping: the file may have changed between the two maps.
+  auto final_meta = detail::validate_header(*static_cast<const detail::ChannelHeader*>(mapping),
+                                            file_bytes, path);
+  if (!final_meta || final_meta->capacity_bytes != meta->capacity_bytes ||
+      final_meta->record_bytes_max != meta->record_bytes_max) {
+    sys::ops().munmap(mapping, size);
+    if (!final_meta) return unexpected(final_meta.error());
+    return fail(Errc::kCorrupted, 0, kWhere, "{}: header changed while it was being opened", path);
+  }
+  prefault(mapping, size, !options.read_only);
+
+  Channel channel = ChannelAccess::make();
+  ChannelAccess::set(channel, std::string(name), path, mapping, size, *final_meta,
+                     options.read_only);
+  return channel;
+}
+
+Result<void> Channel::unlink(std::string_view name, std::string_view dir) {
+  constexpr const char* kWhere = "channel unlink";
+  if (auto ok = validate_name(name, kWhere); !ok) return ok;
+  const std::string path = resolve_dir(dir) + "/" + std::string(name);
+  if (sys::ops().unlink(path.c_str()) != 0) {
+    const int err = errno;
+    if (err == ENOENT) {
+      return fail(Errc::kNotFound, err, kWhere, "channel '{}' does not exist at {}", name, path);
+    }
+    return fail_errno(err, kWhere, "channel '{}': cannot remove {}", name, path);
+  }
+  return {};
+}
+
+Channel::Channel(Channel&& other) noexcept
+    : name_(std::move(other.name_)),
+      path_(std::move(other.path_)),
+      header_(std::exchange(other.header_, nullptr)),
+      ring_(std::exchange(other.ring_, nullptr)),
+      mapped_bytes_(std::exchange(other.mapped_bytes_, 0)),
+      capacity_bytes_(other.capacity_bytes_),
+      record_bytes_max_(other.record_bytes_max_),
+      kind_(other.kind_),
+      read_only_(other.read_only_) {}
+
+Channel& Channel::operator=(Channel&& other) noexcept {
+  if (this != &other) {
+    reset();
+    name_ = std::move(other.name_);
+    path_ = std::move(other.path_);
+    header_ = std::exchange(other.header_, nullptr);
+    ring_ = std::exchange(other.ring_, nullptr);
+    mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
+    capacity_bytes_ = other.capacity_bytes_;
+    record_bytes_max_ = other.record_bytes_max_;
+    kind_ = other.kind_;
+    read_only_ = other.read_only_;
+  }
+  return *this;
+}
+
+Channel::~Channel() { reset(); }
+
+void Channel::reset() noexcept {
+  if (header_ != nullptr) sys::ops().munmap(header_, mapped_bytes_);
+  header_ = nullptr;
+  ring_ = nullptr;
+  mapped_bytes_ = 0;
+}
+
+}  // namespace weft

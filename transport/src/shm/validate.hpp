@@ -1,0 +1,32 @@
+// Validation of a channel header read from shared memory. The bytes come from another process
+// (buggy, crashed or hostile): every field is checked before anything relies on it.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "weft/detail/layout.hpp"
+#include "weft/result.hpp"
+
+namespace weft::detail {
+
+struct ValidatedMeta {
+  ChannelKind kind;
+  std::uint64_t capacity_bytes;
+  std::uint64_t record_bytes_max;
+};
+
+// Checks `header` (the first kHeaderBytes of a file of `file_bytes` bytes) and returns the values
+// the data path may trust, or kCorrupted / kVersionMismatch naming `path` and the bad field.
+// Requires: file_bytes >= sizeof(ChannelHeader) bytes are readable at `header`.
+Result<ValidatedMeta> validate_header(const ChannelHeader& header, std::uint64_t file_bytes,
+                                      std::string_view path) noexcept;
+
+// The largest record_bytes_max a ring of `capacity_bytes` allows: a record and the padding before
+// it, plus the zeroed header after it, must fit in the ring.
+constexpr std::uint64_t record_bytes_max_limit(std::uint64_t capacity_bytes) noexcept {
+  const std::uint64_t half = capacity_bytes / 2 - 2 * kRecordHeaderBytes;
+  return half < 0xffff'ffffULL ? half : 0xffff'fff0ULL;
+}
+
+}  // namespace weft::detail
