@@ -37,10 +37,10 @@ class [[nodiscard]] Result {
 
   // Requires: has_value(). Calling it on an error is a bug and aborts.
   T& value() & { return checked(); }
-  const T& value() const& { return const_cast<Result*>(this)->checked(); }
+  [[nodiscard]] const T& value() const& { return const_cast<Result*>(this)->checked(); }
   T&& value() && { return std::move(checked()); }
   T& operator*() & { return checked(); }
-  const T& operator*() const& { return const_cast<Result*>(this)->checked(); }
+  [[nodiscard]] const T& operator*() const& { return const_cast<Result*>(this)->checked(); }
   T&& operator*() && { return std::move(checked()); }
   T* operator->() { return &checked(); }
   const T* operator->() const { return &const_cast<Result*>(this)->checked(); }

@@ -1,9 +1,9 @@
 #include "ring/role.hpp"
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 

@@ -89,7 +89,7 @@ class FileDescriptor {
 
 // Grants the implementation access to Channel's private constructor and fields.
 struct ChannelAccess {
-  static Channel make() { return Channel(); }
+  static Channel make() { return {}; }
   static void set(Channel& channel, std::string name, std::string path, void* mapping,
                   std::size_t mapped_bytes, const detail::ValidatedMeta& meta, bool read_only) {
     channel.name_ = std::move(name);
