@@ -125,6 +125,8 @@ class WEFT_EXPORT SpscProducer {
       head_cache_ = header_->consumer.head_position.load(std::memory_order_acquire);
       if (tail_ + needed + detail::kRecordHeaderBytes - head_cache_ > capacity_) {
         refused_bytes_ = needed + detail::kRecordHeaderBytes;
+        // Relaxed: a statistic for observers; only this producer writes it.
+        header_->producer.claims_refused.store(++claims_refused_, std::memory_order_relaxed);
         return {ClaimStatus::kFull, {}};
       }
     }
@@ -155,8 +157,10 @@ class WEFT_EXPORT SpscProducer {
                          std::memory_order_release);
     tail_ = next;
     claim_span_ = 0;
-    // Release: publishes the new tail to observers (weftctl) and to wait_for_data's re-check;
-    // the consumer's data path never reads it.
+    // Relaxed: a statistic for observers on the same line as tail_position; only we write it.
+    header_->producer.records_committed.store(++records_committed_, std::memory_order_relaxed);
+    // Release: publishes the new tail (and the count above) to observers such as weftctl; the
+    // consumer's data path never reads it.
     header_->producer.tail_position.store(tail_, std::memory_order_release);
     detail::ring_bell(header_->data_sleepers, header_->data_seq, full_fence_);
   }
@@ -220,6 +224,8 @@ class WEFT_EXPORT SpscProducer {
   std::uint64_t claim_span_ = 0;  // Non-zero while a claim is outstanding.
   std::uint64_t claim_bytes_ = 0;
   std::uint64_t refused_bytes_ = 0;
+  std::uint64_t records_committed_ = 0;  // Mirrors producer.records_committed.
+  std::uint64_t claims_refused_ = 0;     // Mirrors producer.claims_refused.
   bool full_fence_ = true;
   bool holds_role_ = false;
 };
@@ -263,6 +269,7 @@ class WEFT_EXPORT SpscConsumer {
         handler(std::span<const std::byte>(ring_ + (position & mask_) + detail::kRecordHeaderBytes,
                                            detail::record_word_length(word)));
         ++count;
+        ++records_consumed_;
       }
       position += span;
       if (position - published_head_ >= release_interval_) [[unlikely]] {
@@ -305,6 +312,7 @@ class WEFT_EXPORT SpscConsumer {
     WEFT_DASSERT(peeked_span_ != 0);
     head_ += peeked_span_;
     peeked_span_ = 0;
+    ++records_consumed_;
     publish_head();
   }
 
@@ -367,6 +375,9 @@ class WEFT_EXPORT SpscConsumer {
 
   void publish_head() noexcept {
     published_head_ = head_;
+    // Relaxed: a statistic for observers; only this consumer writes it, and the release store
+    // below publishes it together with the head.
+    header_->consumer.records_consumed.store(records_consumed_, std::memory_order_relaxed);
     // Release: tells the producer every byte below head_ is read; pairs with its acquire load of
     // head_position in try_claim() and wait().
     header_->consumer.head_position.store(head_, std::memory_order_release);
@@ -385,6 +396,7 @@ class WEFT_EXPORT SpscConsumer {
   std::uint64_t published_head_ = 0;  // Last value stored into head_position.
   std::uint64_t release_interval_ = 0;
   std::uint64_t peeked_span_ = 0;
+  std::uint64_t records_consumed_ = 0;  // Mirrors consumer.records_consumed.
   bool corrupted_ = false;
   bool full_fence_ = true;
   bool holds_role_ = false;

@@ -72,6 +72,7 @@ Result<SpscProducer> SpscProducer::attach(Channel&& channel) {
   // true tail is always 0 (each commit zeroes the next one first).
   const std::uint64_t walk_bytes_max = producer.capacity_;
   const std::uint64_t start = tail;
+  std::uint64_t walked_records = 0;
   while (tail - start <= walk_bytes_max) {
     // Acquire: pairs with the dead producer's release store of this header word.
     const std::uint64_t word = producer.word_at(tail).load(std::memory_order_acquire);
@@ -93,6 +94,7 @@ Result<SpscProducer> SpscProducer::attach(Channel&& channel) {
                           "tail_position {} is invalid",
                           producer.channel_.path(), word, tail, slot, start);
     }
+    if (type == static_cast<std::uint32_t>(detail::RecordType::kData)) ++walked_records;
     tail += span;
   }
   if (tail - head > producer.capacity_ && head <= tail) {
@@ -100,7 +102,14 @@ Result<SpscProducer> SpscProducer::attach(Channel&& channel) {
                         "{}: tail {} and head {} are more than a ring apart",
                         producer.channel_.path(), tail, head);
   }
+  // Relaxed (both): statistics written only by the producer role, which we now hold; the
+  // acquire of the role's pid ordered the previous holder's stores before these loads.
+  producer.records_committed_ =
+      header.producer.records_committed.load(std::memory_order_relaxed) + walked_records;
+  producer.claims_refused_ = header.producer.claims_refused.load(std::memory_order_relaxed);
   if (tail != start) {
+    // Relaxed: published by the release store of tail_position below.
+    header.producer.records_committed.store(producer.records_committed_, std::memory_order_relaxed);
     // Release: publishes the recovered tail to observers.
     header.producer.tail_position.store(tail, std::memory_order_release);
   }
@@ -121,6 +130,8 @@ SpscProducer::SpscProducer(SpscProducer&& other) noexcept
       claim_span_(other.claim_span_),
       claim_bytes_(other.claim_bytes_),
       refused_bytes_(other.refused_bytes_),
+      records_committed_(other.records_committed_),
+      claims_refused_(other.claims_refused_),
       full_fence_(other.full_fence_),
       holds_role_(std::exchange(other.holds_role_, false)) {}
 
@@ -185,6 +196,8 @@ Result<SpscConsumer> SpscConsumer::attach(Channel&& channel) {
   const std::uint64_t head = header.consumer.head_position.load(std::memory_order_acquire);
   consumer.head_ = head;
   consumer.published_head_ = head;
+  // Relaxed: written only by the consumer role, which we now hold.
+  consumer.records_consumed_ = header.consumer.records_consumed.load(std::memory_order_relaxed);
   return consumer;
 }
 
@@ -199,6 +212,7 @@ SpscConsumer::SpscConsumer(SpscConsumer&& other) noexcept
       published_head_(other.published_head_),
       release_interval_(other.release_interval_),
       peeked_span_(other.peeked_span_),
+      records_consumed_(other.records_consumed_),
       corrupted_(other.corrupted_),
       full_fence_(other.full_fence_),
       holds_role_(std::exchange(other.holds_role_, false)),

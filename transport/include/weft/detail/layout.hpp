@@ -83,11 +83,14 @@ struct RoleSlot {
 struct alignas(kFalseSharingRange) ProducerBlock {
   std::atomic<std::uint64_t> tail_position;  // End of the last committed record.
   RoleSlot role;
+  std::atomic<std::uint64_t> records_committed;  // Data records committed, ever.
+  std::atomic<std::uint64_t> claims_refused;  // Claims refused for lack of space (back pressure).
 };
 
 struct alignas(kFalseSharingRange) ConsumerBlock {
   std::atomic<std::uint64_t> head_position;  // Everything below is consumed and free.
   RoleSlot role;
+  std::atomic<std::uint64_t> records_consumed;  // Data records released, ever.
 };
 
 // A futex doorbell. The sleeping side announces itself in `sleepers` (its own block); the ringing
@@ -123,6 +126,9 @@ static_assert(offsetof(ChannelHeader, space_sleepers) == 640, "layout documented
 static_assert(offsetof(ChannelHeader, space_seq) == 768, "layout documented in shm-layout.md");
 static_assert(sizeof(ChannelHeader) <= kHeaderBytes, "header must fit before the ring");
 static_assert(offsetof(ProducerBlock, role) == 8, "layout documented in shm-layout.md");
+static_assert(offsetof(ProducerBlock, records_committed) == 32, "layout in shm-layout.md");
+static_assert(offsetof(ProducerBlock, claims_refused) == 40, "layout in shm-layout.md");
+static_assert(offsetof(ConsumerBlock, records_consumed) == 32, "layout in shm-layout.md");
 static_assert(sizeof(RoleSlot) == 24, "layout documented in shm-layout.md");
 static_assert(kHeaderBytes % kFalseSharingRange == 0, "the ring starts on a block boundary");
 static_assert(kCapacityBytesMin % kRecordAlign == 0, "capacities keep records aligned");
