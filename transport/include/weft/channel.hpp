@@ -5,6 +5,8 @@
 // is built and initialised under a temporary name and linked under its real name only when
 // complete, so no process can ever open a half-initialised channel. Opening validates every header
 // field against the file and reports the first bad one by name. Every mapping is prefaulted.
+// Every read-write handle holds a shared flock(2) on the file, so that a channel whose users all
+// died can be told from one in use (is_stale) and removed safely (remove_if_stale).
 #pragma once
 
 #include <cstddef>
@@ -31,6 +33,13 @@ class WEFT_EXPORT Channel {
   static Result<void> unlink(std::string_view name, std::string_view dir = {});
   // The directory used for `dir`: itself if non-empty, else $WEFT_SHM_DIR, else /dev/shm/weft.
   static std::string resolve_dir(std::string_view dir);
+  // True when no process has the channel open (every process that opens or creates a channel
+  // holds a shared lock on its file until it closes it; the kernel drops the lock when a process
+  // dies). Read-only opens take no lock. kNotFound if the channel does not exist.
+  static Result<bool> is_stale(std::string_view name, std::string_view dir = {});
+  // Removes the channel if it is stale, atomically with respect to processes opening it: an
+  // opener that races with the removal notices and fails with kNotFound. Returns true if removed.
+  static Result<bool> remove_if_stale(std::string_view name, std::string_view dir = {});
 
   Channel(Channel&& other) noexcept;
   Channel& operator=(Channel&& other) noexcept;
@@ -44,8 +53,23 @@ class WEFT_EXPORT Channel {
   // Values validated when the channel was opened; the data path trusts only these copies.
   [[nodiscard]] std::uint64_t capacity_bytes() const noexcept { return capacity_bytes_; }
   [[nodiscard]] std::uint64_t record_bytes_max() const noexcept { return record_bytes_max_; }
-  [[nodiscard]] detail::ChannelKind kind() const noexcept { return kind_; }
+  [[nodiscard]] ChannelKind kind() const noexcept { return kind_; }
+  [[nodiscard]] std::uint64_t header_bytes() const noexcept { return header_bytes_; }
+  [[nodiscard]] std::uint32_t producers_max() const noexcept { return producers_max_; }
+  [[nodiscard]] std::uint32_t consumers_max() const noexcept { return consumers_max_; }
+  [[nodiscard]] bool lossy() const noexcept { return (flags_ & detail::kFlagLossy) != 0; }
+  [[nodiscard]] std::uint64_t unblock_timeout_ns() const noexcept { return unblock_timeout_ns_; }
   [[nodiscard]] detail::ChannelHeader* header() const noexcept { return header_; }
+  // MPSC producer slots and broadcast consumer slots (empty for other kinds).
+  [[nodiscard]] detail::ProducerSlot* producer_slots() const noexcept {
+    return reinterpret_cast<detail::ProducerSlot*>(reinterpret_cast<std::byte*>(header_) +
+                                                   detail::kSlotsOffset);
+  }
+  [[nodiscard]] detail::ConsumerSlot* consumer_slots() const noexcept {
+    return reinterpret_cast<detail::ConsumerSlot*>(reinterpret_cast<std::byte*>(header_) +
+                                                   detail::kSlotsOffset +
+                                                   producers_max_ * detail::kFalseSharingRange);
+  }
   [[nodiscard]] std::byte* ring() const noexcept { return ring_; }
   [[nodiscard]] std::size_t mapped_bytes() const noexcept { return mapped_bytes_; }
 
@@ -60,7 +84,13 @@ class WEFT_EXPORT Channel {
   std::size_t mapped_bytes_ = 0;
   std::uint64_t capacity_bytes_ = 0;
   std::uint64_t record_bytes_max_ = 0;
-  detail::ChannelKind kind_ = detail::ChannelKind::kSpsc;
+  std::uint64_t header_bytes_ = 0;
+  std::uint64_t unblock_timeout_ns_ = 0;
+  std::uint32_t producers_max_ = 0;
+  std::uint32_t consumers_max_ = 0;
+  std::uint32_t flags_ = 0;
+  ChannelKind kind_ = ChannelKind::kSpsc;
+  int fd_ = -1;  // Holds the shared lock that marks the channel in use; -1 for read-only opens.
   bool read_only_ = false;
 
   friend struct ChannelAccess;

@@ -40,6 +40,11 @@ bool register_ringer() noexcept {
   return global_expedited_supported() && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
 }
 
+void heavy_barrier() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (global_expedited_supported()) membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+}
+
 void wake_bell(BellSeq& seq) noexcept {
   // Release: a sleeper that reads the new value (futex_wait's comparison, or its acquire load of
   // seq) also sees the progress published before ring_bell.
@@ -58,8 +63,7 @@ bool sleep_on_bell(BellSleepers& sleepers, BellSeq& seq, bool (*ready)(const voi
   sleepers.sleepers.fetch_add(1, std::memory_order_relaxed);
   // Full fence: orders the sleepers increment before the ready() loads (StoreLoad); pairs with
   // the ringer's fence, or, for a registered ringer, with the barrier membarrier forces on it.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (global_expedited_supported()) membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+  heavy_barrier();
 
   bool is_ready = ready(context);
   while (!is_ready) {

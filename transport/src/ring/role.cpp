@@ -11,33 +11,49 @@
 
 namespace weft::detail {
 
-std::uint64_t process_start_ticks(std::uint32_t pid) noexcept {
+namespace {
+
+// Reads the state (field 3) and start time (field 22) of /proc/PID/stat. False if it is gone.
+bool read_proc_stat(std::uint32_t pid, char* state, std::uint64_t* start_ticks) noexcept {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
   std::FILE* file = std::fopen(path, "re");
-  if (file == nullptr) return 0;
+  if (file == nullptr) return false;
   char buffer[1024];
   const std::size_t length = std::fread(buffer, 1, sizeof buffer - 1, file);
   std::fclose(file);
   buffer[length] = '\0';
   // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
   const char* cursor = std::strrchr(buffer, ')');
-  if (cursor == nullptr) return 0;
-  // After ')' come fields 3.. ; start time is field 22, the 20th of them.
+  if (cursor == nullptr || cursor[1] != ' ' || cursor[2] == '\0') return false;
+  *state = cursor[2];
+  // After ") " come fields 3, 4, ...; field 22 follows the 19th space from here.
   int field = 2;
   while (*cursor != '\0' && field < 22) {
     if (*cursor == ' ') ++field;
     ++cursor;
   }
-  if (field != 22) return 0;
-  return std::strtoull(cursor, nullptr, 10);
+  if (field != 22) return false;
+  *start_ticks = std::strtoull(cursor, nullptr, 10);
+  return true;
+}
+
+}  // namespace
+
+std::uint64_t process_start_ticks(std::uint32_t pid) noexcept {
+  char state = 0;
+  std::uint64_t ticks = 0;
+  return read_proc_stat(pid, &state, &ticks) ? ticks : 0;
 }
 
 bool process_alive(std::uint32_t pid, std::uint64_t start_ticks) noexcept {
   if (pid == 0) return false;
   if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
-  const std::uint64_t now_ticks = process_start_ticks(pid);
-  if (now_ticks == 0) return false;  // Gone between the two checks, or a zombie reaped.
+  char state = 0;
+  std::uint64_t now_ticks = 0;
+  if (!read_proc_stat(pid, &state, &now_ticks)) return false;  // Gone between the two checks.
+  // A zombie (killed, not yet reaped) or dying process can never write shared memory again.
+  if (state == 'Z' || state == 'X' || state == 'x') return false;
   // start_ticks 0: the holder is between its pid CAS and its start-time store; treat as alive.
   return start_ticks == 0 || start_ticks == now_ticks;
 }
@@ -75,6 +91,27 @@ Result<void> take_role(RoleSlot& slot, std::string_view channel_path, const char
   }
   return fail(Errc::kBusy, 0, "attach", "{}: the {} role kept changing hands; retry", channel_path,
               role);
+}
+
+bool try_take_slot(RoleSlot& slot, bool take_from_dead) noexcept {
+  const auto me = static_cast<std::uint32_t>(getpid());
+  // Acquire: pairs with the release stores of the previous holder.
+  std::uint32_t holder = slot.pid.load(std::memory_order_acquire);
+  if (holder != 0) {
+    if (!take_from_dead || holder == me) return false;
+    // Acquire: pairs with the holder's release store of its start time.
+    if (process_alive(holder, slot.start_ticks.load(std::memory_order_acquire))) return false;
+  }
+  // Acq_rel: acquire the previous holder's writes, release ours to the next reader of pid.
+  if (!slot.pid.compare_exchange_strong(holder, me, std::memory_order_acq_rel,
+                                        std::memory_order_relaxed)) {
+    return false;
+  }
+  // Release: pairs with the acquire load of start_ticks in a contender's liveness check.
+  slot.start_ticks.store(process_start_ticks(me), std::memory_order_release);
+  // Relaxed: a statistic for weftctl, written only by the slot holder.
+  slot.attach_count.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 void give_back_role(RoleSlot& slot) noexcept {

@@ -21,6 +21,10 @@ bool process_alive(std::uint32_t pid, std::uint64_t start_ticks) noexcept;
 // it; a dead holder is replaced.
 Result<void> take_role(RoleSlot& slot, std::string_view channel_path, const char* role) noexcept;
 
+// Tries to take `slot` for this process: when it is free (pid 0), or, with `take_from_dead`, when
+// its holder is dead. Returns true on success.
+bool try_take_slot(RoleSlot& slot, bool take_from_dead) noexcept;
+
 // Clears `slot` if this process holds it.
 void give_back_role(RoleSlot& slot) noexcept;
 

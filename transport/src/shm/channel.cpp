@@ -2,6 +2,7 @@
 #include "weft/channel.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -80,10 +81,23 @@ class FileDescriptor {
     if (fd_ >= 0) sys::ops().close(fd_);
   }
   [[nodiscard]] int get() const noexcept { return fd_; }
+  int release() noexcept { return std::exchange(fd_, -1); }
 
  private:
   int fd_;
 };
+
+// Takes the shared "in use" lock without blocking; a remove_if_stale in progress holds the
+// exclusive lock for a moment, so retry a few times before reporting kBusy.
+int lock_shared(int fd) noexcept {
+  constexpr int kAttemptsMax = 100;
+  for (int attempt = 0; attempt < kAttemptsMax; ++attempt) {
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) return 0;
+    if (errno != EWOULDBLOCK) return errno;
+    usleep(1000);
+  }
+  return EWOULDBLOCK;
+}
 
 }  // namespace
 
@@ -91,11 +105,18 @@ class FileDescriptor {
 struct ChannelAccess {
   static Channel make() { return {}; }
   static void set(Channel& channel, std::string name, std::string path, void* mapping,
-                  std::size_t mapped_bytes, const detail::ValidatedMeta& meta, bool read_only) {
+                  std::size_t mapped_bytes, const detail::ValidatedMeta& meta, bool read_only,
+                  int fd) {
     channel.name_ = std::move(name);
     channel.path_ = std::move(path);
     channel.header_ = static_cast<detail::ChannelHeader*>(mapping);
-    channel.ring_ = static_cast<std::byte*>(mapping) + detail::kHeaderBytes;
+    channel.ring_ = static_cast<std::byte*>(mapping) + meta.header_bytes;
+    channel.header_bytes_ = meta.header_bytes;
+    channel.producers_max_ = meta.producers_max;
+    channel.consumers_max_ = meta.consumers_max;
+    channel.flags_ = meta.flags;
+    channel.unblock_timeout_ns_ = meta.unblock_timeout_ns;
+    channel.fd_ = fd;
     channel.mapped_bytes_ = mapped_bytes;
     channel.capacity_bytes_ = meta.capacity_bytes;
     channel.record_bytes_max_ = meta.record_bytes_max;
@@ -129,6 +150,31 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
                 "channel '{}': record_bytes_max {} exceeds {} (capacity_bytes / 2 - 16): raise "
                 "capacity_bytes or lower record_bytes_max",
                 name, record_max, record_max_limit);
+  }
+  const bool mpsc = options.kind == ChannelKind::kMpsc;
+  const bool broadcast = options.kind == ChannelKind::kBroadcast;
+  if (options.kind != ChannelKind::kSpsc && !mpsc && !broadcast) {
+    return fail(Errc::kInvalidArgument, 0, kWhere, "channel '{}': unknown kind {}", name,
+                static_cast<std::uint32_t>(options.kind));
+  }
+  if (mpsc && (options.producers_max == 0 || options.producers_max > detail::kProducersMaxLimit)) {
+    return fail(Errc::kInvalidArgument, 0, kWhere,
+                "channel '{}': producers_max {} must be in 1..{}", name, options.producers_max,
+                detail::kProducersMaxLimit);
+  }
+  if (broadcast &&
+      (options.consumers_max == 0 || options.consumers_max > detail::kConsumersMaxLimit)) {
+    return fail(Errc::kInvalidArgument, 0, kWhere,
+                "channel '{}': consumers_max {} must be in 1..{}", name, options.consumers_max,
+                detail::kConsumersMaxLimit);
+  }
+  if (options.lossy && !broadcast) {
+    return fail(Errc::kInvalidArgument, 0, kWhere,
+                "channel '{}': lossy applies to broadcast channels only", name);
+  }
+  if (mpsc && options.unblock_timeout.count() <= 0) {
+    return fail(Errc::kInvalidArgument, 0, kWhere, "channel '{}': unblock_timeout must be positive",
+                name);
   }
   if ((options.mode & ~mode_t{07777}) != 0) {
     return fail(Errc::kInvalidArgument, 0, kWhere, "channel '{}': mode {:o} has non-mode bits",
@@ -168,7 +214,17 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
     return fail_errno(err, kWhere, "channel '{}': cannot set mode {:o} on {}", name, options.mode,
                       temp_path);
   }
-  const std::uint64_t size = detail::kHeaderBytes + capacity;
+  const detail::ValidatedMeta config{
+      options.kind,
+      capacity,
+      record_max,
+      detail::header_bytes_for(mpsc ? options.producers_max : 0,
+                               broadcast ? options.consumers_max : 0),
+      mpsc ? options.producers_max : 0,
+      broadcast ? options.consumers_max : 0,
+      options.lossy ? detail::kFlagLossy : 0U,
+      mpsc ? static_cast<std::uint64_t>(options.unblock_timeout.count()) : 0};
+  const std::uint64_t size = config.header_bytes + capacity;
   // Allocate every page now: on tmpfs a sparse file would fail later with SIGBUS on first touch
   // when the file system is full; this way it fails here, with ENOSPC.
   if (const int err = sys::ops().fallocate(fd.get(), 0, static_cast<off_t>(size)); err != 0) {
@@ -196,15 +252,40 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
   detail::ChannelMeta& meta = header->meta;
   meta.magic = detail::kChannelMagic;
   meta.layout_version = detail::kLayoutVersion;
-  meta.kind = static_cast<std::uint32_t>(detail::ChannelKind::kSpsc);
+  meta.kind = static_cast<std::uint32_t>(options.kind);
   meta.size_bytes = size;
-  meta.header_bytes = detail::kHeaderBytes;
+  meta.header_bytes = config.header_bytes;
   meta.capacity_bytes = capacity;
   meta.record_bytes_max = record_max;
   meta.created_unix_ns = unix_now_ns();
   meta.creator_pid = static_cast<std::uint32_t>(getpid());
   std::memset(meta.name, 0, sizeof meta.name);
   std::memcpy(meta.name, name.data(), name.size());
+  header->config.producers_max = config.producers_max;
+  header->config.consumers_max = config.consumers_max;
+  header->config.flags = config.flags;
+  header->config.unblock_timeout_ns = config.unblock_timeout_ns;
+  // Free slots: no claim, no cursor.
+  auto* bytes = static_cast<std::byte*>(mapping);
+  auto* producer_slots = reinterpret_cast<detail::ProducerSlot*>(bytes + detail::kSlotsOffset);
+  for (std::uint32_t i = 0; i < config.producers_max; ++i) {
+    // Relaxed (all): nothing else can see the file before link() below.
+    producer_slots[i].intent.store(detail::kNoPosition, std::memory_order_relaxed);
+    producer_slots[i].intent_end.store(detail::kNoPosition, std::memory_order_relaxed);
+    producer_slots[i].chunk_start.store(detail::kNoPosition, std::memory_order_relaxed);
+    producer_slots[i].chunk_end.store(detail::kNoPosition, std::memory_order_relaxed);
+    producer_slots[i].write_position.store(detail::kNoPosition, std::memory_order_relaxed);
+  }
+  auto* consumer_slots = reinterpret_cast<detail::ConsumerSlot*>(
+      bytes + detail::kSlotsOffset + config.producers_max * detail::kFalseSharingRange);
+  for (std::uint32_t i = 0; i < config.consumers_max; ++i) {
+    consumer_slots[i].head_position.store(detail::kNoPosition, std::memory_order_relaxed);
+  }
+  // The creator's shared lock marks the file in use from the moment it has a name.
+  if (const int err = lock_shared(fd.get()); err != 0) {
+    sys::ops().munmap(mapping, size);
+    return fail_errno(err, kWhere, "channel '{}': cannot lock {}", name, temp_path);
+  }
   // The rest of the file is zero from fallocate: cursors at 0, no sleepers, every record header
   // word 0 ("nothing committed").
 
@@ -225,9 +306,7 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
   sys::ops().unlink(temp_path.c_str());
 
   Channel channel = ChannelAccess::make();
-  ChannelAccess::set(channel, std::string(name), path, mapping, size,
-                     detail::ValidatedMeta{detail::ChannelKind::kSpsc, capacity, record_max},
-                     false);
+  ChannelAccess::set(channel, std::string(name), path, mapping, size, config, false, fd.release());
   return channel;
 }
 
@@ -261,22 +340,36 @@ Result<Channel> Channel::open(std::string_view name, const OpenOptions& options)
     return fail(Errc::kCorrupted, 0, kWhere, "{}: not a regular file", path);
   }
   const auto file_bytes = static_cast<std::uint64_t>(st.st_size);
-  if (file_bytes < detail::kHeaderBytes) {
+  if (file_bytes < detail::kPageBytes) {
     return fail(Errc::kCorrupted, 0, kWhere,
                 "{}: file is {} bytes, smaller than the {}-byte channel header", path, file_bytes,
-                detail::kHeaderBytes);
+                detail::kPageBytes);
+  }
+  if (!options.read_only) {
+    if (const int err = lock_shared(fd.get()); err != 0) {
+      return fail(Errc::kBusy, err, kWhere,
+                  "channel '{}': {} is being removed (locked exclusively): retry", name, path);
+    }
+    // A remove_if_stale may have unlinked the name between our open() and our lock: then this
+    // file is an orphan that no producer will ever find. Check that the name still leads here.
+    struct stat by_name {};
+    if (::stat(path.c_str(), &by_name) != 0 || by_name.st_ino != st.st_ino ||
+        by_name.st_dev != st.st_dev) {
+      return fail(Errc::kNotFound, ENOENT, kWhere,
+                  "channel '{}' was removed while it was being opened ({}): create it again", name,
+                  path);
+    }
   }
   const int prot = options.read_only ? PROT_READ : PROT_READ | PROT_WRITE;
   // Map the header alone first: the size in it is not trusted until validated.
-  void* head_map =
-      sys::ops().mmap(nullptr, detail::kHeaderBytes, PROT_READ, MAP_SHARED, fd.get(), 0);
+  void* head_map = sys::ops().mmap(nullptr, detail::kPageBytes, PROT_READ, MAP_SHARED, fd.get(), 0);
   if (head_map == MAP_FAILED) {
     const int err = errno;
     return fail_errno(err, kWhere, "channel '{}': cannot map the header of {}", name, path);
   }
   auto meta = detail::validate_header(*static_cast<const detail::ChannelHeader*>(head_map),
                                       file_bytes, path);
-  sys::ops().munmap(head_map, detail::kHeaderBytes);
+  sys::ops().munmap(head_map, detail::kPageBytes);
   if (!meta) return unexpected(meta.error());
 
   const std::size_t size = file_bytes;
@@ -289,7 +382,10 @@ Result<Channel> Channel::open(std::string_view name, const OpenOptions& options)
   auto final_meta = detail::validate_header(*static_cast<const detail::ChannelHeader*>(mapping),
                                             file_bytes, path);
   if (!final_meta || final_meta->capacity_bytes != meta->capacity_bytes ||
-      final_meta->record_bytes_max != meta->record_bytes_max) {
+      final_meta->record_bytes_max != meta->record_bytes_max ||
+      final_meta->header_bytes != meta->header_bytes ||
+      final_meta->producers_max != meta->producers_max ||
+      final_meta->consumers_max != meta->consumers_max) {
     sys::ops().munmap(mapping, size);
     if (!final_meta) return unexpected(final_meta.error());
     return fail(Errc::kCorrupted, 0, kWhere, "{}: header changed while it was being opened", path);
@@ -298,7 +394,7 @@ Result<Channel> Channel::open(std::string_view name, const OpenOptions& options)
 
   Channel channel = ChannelAccess::make();
   ChannelAccess::set(channel, std::string(name), path, mapping, size, *final_meta,
-                     options.read_only);
+                     options.read_only, options.read_only ? -1 : fd.release());
   return channel;
 }
 
@@ -316,6 +412,61 @@ Result<void> Channel::unlink(std::string_view name, std::string_view dir) {
   return {};
 }
 
+namespace {
+
+// Opens `name` and tries to take its exclusive lock: success means no process holds it open.
+// Returns the locked descriptor, or -1 with *in_use set when someone holds it.
+Result<int> lock_if_unused(std::string_view name, std::string_view dir, const char* where,
+                           bool* in_use) {
+  if (auto ok = validate_name(name, where); !ok) return unexpected(ok.error());
+  const std::string path = Channel::resolve_dir(dir) + "/" + std::string(name);
+  const int raw_fd = sys::ops().open(path.c_str(), O_RDONLY | O_CLOEXEC, 0);
+  if (raw_fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) {
+      return fail(Errc::kNotFound, err, where, "channel '{}' does not exist at {}", name, path);
+    }
+    return fail_errno(err, where, "channel '{}': cannot open {}", name, path);
+  }
+  if (flock(raw_fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    sys::ops().close(raw_fd);
+    if (err == EWOULDBLOCK) {
+      *in_use = true;
+      return -1;
+    }
+    return fail_errno(err, where, "channel '{}': cannot lock {}", name, path);
+  }
+  *in_use = false;
+  return raw_fd;
+}
+
+}  // namespace
+
+Result<bool> Channel::is_stale(std::string_view name, std::string_view dir) {
+  bool in_use = false;
+  auto fd = lock_if_unused(name, dir, "channel stale check", &in_use);
+  if (!fd) return unexpected(fd.error());
+  if (!in_use) sys::ops().close(*fd);
+  return !in_use;
+}
+
+Result<bool> Channel::remove_if_stale(std::string_view name, std::string_view dir) {
+  constexpr const char* kWhere = "channel remove";
+  bool in_use = false;
+  auto fd = lock_if_unused(name, dir, kWhere, &in_use);
+  if (!fd) return unexpected(fd.error());
+  if (in_use) return false;
+  // Holding the exclusive lock, unlink the name: an opener now either fails to lock until we
+  // close, or locks afterwards and finds the name gone (see open()).
+  const std::string path = resolve_dir(dir) + "/" + std::string(name);
+  const int rc = sys::ops().unlink(path.c_str());
+  const int err = errno;
+  sys::ops().close(*fd);
+  if (rc != 0) return fail_errno(err, kWhere, "channel '{}': cannot remove {}", name, path);
+  return true;
+}
+
 Channel::Channel(Channel&& other) noexcept
     : name_(std::move(other.name_)),
       path_(std::move(other.path_)),
@@ -324,7 +475,13 @@ Channel::Channel(Channel&& other) noexcept
       mapped_bytes_(std::exchange(other.mapped_bytes_, 0)),
       capacity_bytes_(other.capacity_bytes_),
       record_bytes_max_(other.record_bytes_max_),
+      header_bytes_(other.header_bytes_),
+      unblock_timeout_ns_(other.unblock_timeout_ns_),
+      producers_max_(other.producers_max_),
+      consumers_max_(other.consumers_max_),
+      flags_(other.flags_),
       kind_(other.kind_),
+      fd_(std::exchange(other.fd_, -1)),
       read_only_(other.read_only_) {}
 
 Channel& Channel::operator=(Channel&& other) noexcept {
@@ -337,7 +494,13 @@ Channel& Channel::operator=(Channel&& other) noexcept {
     mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
     capacity_bytes_ = other.capacity_bytes_;
     record_bytes_max_ = other.record_bytes_max_;
+    header_bytes_ = other.header_bytes_;
+    unblock_timeout_ns_ = other.unblock_timeout_ns_;
+    producers_max_ = other.producers_max_;
+    consumers_max_ = other.consumers_max_;
+    flags_ = other.flags_;
     kind_ = other.kind_;
+    fd_ = std::exchange(other.fd_, -1);
     read_only_ = other.read_only_;
   }
   return *this;
@@ -347,6 +510,9 @@ Channel::~Channel() { reset(); }
 
 void Channel::reset() noexcept {
   if (header_ != nullptr) sys::ops().munmap(header_, mapped_bytes_);
+  // Closing the descriptor drops the shared lock: the channel may become stale.
+  if (fd_ >= 0) sys::ops().close(fd_);
+  fd_ = -1;
   header_ = nullptr;
   ring_ = nullptr;
   mapped_bytes_ = 0;

@@ -21,13 +21,35 @@ Result<ValidatedMeta> validate_header(const ChannelHeader& header, std::uint64_t
                 "{}: field 'layout_version' is {}, this library reads {}: upgrade the older side",
                 path, meta.layout_version, kLayoutVersion);
   }
-  if (meta.kind != static_cast<std::uint32_t>(ChannelKind::kSpsc)) {
-    return fail(Errc::kCorrupted, 0, kWhere, "{}: field 'kind' is {}, not a known channel kind",
+  const ChannelConfig& config = header.config;
+  const bool spsc = meta.kind == static_cast<std::uint32_t>(ChannelKind::kSpsc);
+  const bool mpsc = meta.kind == static_cast<std::uint32_t>(ChannelKind::kMpsc);
+  const bool broadcast = meta.kind == static_cast<std::uint32_t>(ChannelKind::kBroadcast);
+  if (!spsc && !mpsc && !broadcast) {
+    return fail(Errc::kCorrupted, 0, kWhere,
+                "{}: field 'kind' is {}, not a known channel kind (1 SPSC, 2 MPSC, 3 broadcast)",
                 path, meta.kind);
   }
-  if (meta.header_bytes != kHeaderBytes) {
+  const std::uint32_t producers_expected_max = mpsc ? kProducersMaxLimit : 0;
+  if ((mpsc && config.producers_max == 0) || config.producers_max > producers_expected_max) {
+    return fail(Errc::kCorrupted, 0, kWhere,
+                "{}: field 'producers_max' is {}, expected {} for this kind", path,
+                config.producers_max, mpsc ? "1..1024" : "0");
+  }
+  const std::uint32_t consumers_expected_max = broadcast ? kConsumersMaxLimit : 0;
+  if ((broadcast && config.consumers_max == 0) || config.consumers_max > consumers_expected_max) {
+    return fail(Errc::kCorrupted, 0, kWhere,
+                "{}: field 'consumers_max' is {}, expected {} for this kind", path,
+                config.consumers_max, broadcast ? "1..1024" : "0");
+  }
+  if ((config.flags & ~(broadcast ? kFlagLossy : 0U)) != 0) {
+    return fail(Errc::kCorrupted, 0, kWhere,
+                "{}: field 'flags' is {:#x}, unknown bits for this kind", path, config.flags);
+  }
+  const std::uint64_t header_bytes = header_bytes_for(config.producers_max, config.consumers_max);
+  if (meta.header_bytes != header_bytes) {
     return fail(Errc::kCorrupted, 0, kWhere, "{}: field 'header_bytes' is {}, expected {}", path,
-                meta.header_bytes, kHeaderBytes);
+                meta.header_bytes, header_bytes);
   }
   const std::uint64_t capacity = meta.capacity_bytes;
   if (!std::has_single_bit(capacity) || capacity < kCapacityBytesMin ||
@@ -36,10 +58,10 @@ Result<ValidatedMeta> validate_header(const ChannelHeader& header, std::uint64_t
                 "{}: field 'capacity_bytes' is {}, expected a power of two in [{}, {}]", path,
                 capacity, kCapacityBytesMin, kCapacityBytesMax);
   }
-  if (meta.size_bytes != kHeaderBytes + capacity) {
+  if (meta.size_bytes != header_bytes + capacity) {
     return fail(Errc::kCorrupted, 0, kWhere,
                 "{}: field 'size_bytes' is {}, expected header_bytes + capacity_bytes = {}", path,
-                meta.size_bytes, kHeaderBytes + capacity);
+                meta.size_bytes, header_bytes + capacity);
   }
   if (meta.size_bytes != file_bytes) {
     return fail(Errc::kCorrupted, 0, kWhere,
@@ -63,13 +85,21 @@ Result<ValidatedMeta> validate_header(const ChannelHeader& header, std::uint64_t
   // A consumer may run ahead of tail_position by records whose producer has not yet published
   // (or, killed, never will publish) tail; either way the two are never more than a ring apart.
   const std::uint64_t distance = head <= tail ? tail - head : head - tail;
-  if (distance > capacity) {
+  // Broadcast consumers keep their cursors in their slots; the shared head is unused.
+  if (!broadcast && distance > capacity) {
     return fail(Errc::kCorrupted, 0, kWhere,
                 "{}: cursors 'head_position' {} and 'tail_position' {} are more than a ring "
                 "({} bytes) apart",
                 path, head, tail, capacity);
   }
-  return ValidatedMeta{static_cast<ChannelKind>(meta.kind), capacity, meta.record_bytes_max};
+  return ValidatedMeta{static_cast<ChannelKind>(meta.kind),
+                       capacity,
+                       meta.record_bytes_max,
+                       header_bytes,
+                       config.producers_max,
+                       config.consumers_max,
+                       config.flags,
+                       config.unblock_timeout_ns};
 }
 
 }  // namespace weft::detail

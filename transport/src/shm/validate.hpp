@@ -14,11 +14,16 @@ struct ValidatedMeta {
   ChannelKind kind;
   std::uint64_t capacity_bytes;
   std::uint64_t record_bytes_max;
+  std::uint64_t header_bytes;
+  std::uint32_t producers_max;
+  std::uint32_t consumers_max;
+  std::uint32_t flags;
+  std::uint64_t unblock_timeout_ns;
 };
 
-// Checks `header` (the first kHeaderBytes of a file of `file_bytes` bytes) and returns the values
+// Checks `header` (the first kPageBytes of a file of `file_bytes` bytes) and returns the values
 // the data path may trust, or kCorrupted / kVersionMismatch naming `path` and the bad field.
-// Requires: file_bytes >= sizeof(ChannelHeader) bytes are readable at `header`.
+// Requires: kPageBytes bytes are readable at `header` (slot pages are not read here).
 Result<ValidatedMeta> validate_header(const ChannelHeader& header, std::uint64_t file_bytes,
                                       std::string_view path) noexcept;
 

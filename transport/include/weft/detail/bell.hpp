@@ -25,6 +25,11 @@ namespace weft::detail {
 // ringer in this process may use a compiler barrier instead of a fence (see above).
 WEFT_EXPORT bool register_ringer() noexcept;
 
+// A full memory barrier on every CPU that runs a thread of a process that called
+// register_ringer() (membarrier GLOBAL_EXPEDITED), plus one here; a full fence alone where the
+// kernel lacks it. The slow side of an asymmetric Dekker handshake.
+WEFT_EXPORT void heavy_barrier() noexcept;
+
 // Bumps the futex word and wakes every sleeper. Out of line: it is the rare path.
 WEFT_EXPORT void wake_bell(BellSeq& seq) noexcept;
 

@@ -2,20 +2,22 @@
 // describes the same layout byte by byte for readers of a live file.
 //
 // Concurrency
-//   Roles: one producer process, one consumer process, any number of read-only observers.
-//   Single writers: ChannelMeta is written once by the creator before the file gets its name;
-//   ProducerBlock, DataBell::seq and SpaceBell::sleepers are written by the producer only;
-//   ConsumerBlock, DataBell::sleepers and SpaceBell::seq by the consumer only. Record headers
-//   in the ring are written by the producer only.
-//   Publication: the producer writes a payload, zeroes the next record header, then stores the
-//   record header with release; the consumer acquires the header, reads the payload, and
-//   releases its head position, which the producer acquires before reusing those bytes.
+//   Roles: producers, consumers and read-only observers; how many of each depends on the kind
+//   (SPSC: one and one; MPSC: up to producers_max and one; broadcast: one and up to
+//   consumers_max).
+//   Single writers: ChannelMeta and ChannelConfig are written once by the creator before the file
+//   gets its name. ProducerBlock is written by the producer (MPSC: tail_position by every
+//   producer, through compare-and-swap only); each ProducerSlot and ConsumerSlot by the process
+//   holding it; ConsumerBlock by the consumer. The protocols of each kind are in spsc.hpp,
+//   mpsc.hpp and broadcast.hpp.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+
+#include "weft/options.hpp"
 
 namespace weft::detail {
 
@@ -25,14 +27,22 @@ inline constexpr std::size_t kFalseSharingRange = 128;
 
 inline constexpr std::uint64_t kChannelMagic = 0x314e4843'54464557ULL;  // "WEFTCHN1" little-endian
 inline constexpr std::uint32_t kLayoutVersion = 1;
-inline constexpr std::uint64_t kHeaderBytes = 4096;  // The ring starts on its own page.
+inline constexpr std::uint64_t kHeaderBytes = 4096;  // SPSC header; others add slot pages.
+inline constexpr std::uint64_t kPageBytes = 4096;    // The ring starts on its own page.
 inline constexpr std::uint64_t kCapacityBytesMin = 4096;
 inline constexpr std::uint64_t kCapacityBytesMax = std::uint64_t{1} << 40;
 inline constexpr std::uint64_t kRecordAlign = 8;
 inline constexpr std::uint64_t kRecordHeaderBytes = 8;
 inline constexpr std::size_t kNameBytesMax = 64;  // Including the terminating NUL.
 
-enum class ChannelKind : std::uint32_t { kSpsc = 1 };
+using weft::ChannelKind;
+
+// ChannelConfig::flags.
+inline constexpr std::uint32_t kFlagLossy = 1;  // Broadcast: the producer never waits.
+
+inline constexpr std::uint32_t kProducersMaxLimit = 1024;  // MPSC producer slots, at most.
+inline constexpr std::uint32_t kConsumersMaxLimit = 1024;  // Broadcast consumer slots, at most.
+inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 
 // Record header word: (type << 32) | payload length. Zero means "nothing committed here yet":
 // the producer zeroes the next header before it commits a record, so stale bytes from an earlier
@@ -91,6 +101,9 @@ struct alignas(kFalseSharingRange) ConsumerBlock {
   std::atomic<std::uint64_t> head_position;  // Everything below is consumed and free.
   RoleSlot role;
   std::atomic<std::uint64_t> records_consumed;  // Data records released, ever.
+  // MPSC: the consumer zeroes consumed bytes before it releases them; it stores the end of the
+  // range here first, so that a consumer taking over from one killed mid-way can finish the job.
+  std::atomic<std::uint64_t> zeroing_end;
 };
 
 // A futex doorbell. The sleeping side announces itself in `sleepers` (its own block); the ringing
@@ -102,15 +115,75 @@ struct alignas(kFalseSharingRange) BellSeq {
   std::atomic<std::uint32_t> seq;  // The futex word.
 };
 
+// Written once by the creator, like ChannelMeta. Zero for SPSC.
+struct alignas(kFalseSharingRange) ChannelConfig {
+  std::uint32_t producers_max;  // MPSC: producer slots.
+  std::uint32_t consumers_max;  // Broadcast: consumer slots.
+  std::uint32_t flags;          // kFlagLossy.
+  std::uint32_t reserved0;
+  std::uint64_t unblock_timeout_ns;  // MPSC: a dead producer's claim becomes padding after this.
+};
+
+// Recovery counters. unblocks/unblocked_bytes are written by the MPSC consumer role, detaches by
+// the broadcast producer; each has that one writer.
+struct alignas(kFalseSharingRange) RecoveryCounters {
+  std::atomic<std::uint64_t> unblocks;  // MPSC: dead producers' claims turned into padding.
+  std::atomic<std::uint64_t> unblocked_bytes;
+  std::atomic<std::uint64_t> detaches;  // Broadcast: dead consumers detached by the producer.
+};
+
 struct ChannelHeader {
   ChannelMeta meta;             // offset 0
   ProducerBlock producer;       // offset 128
   ConsumerBlock consumer;       // offset 256
   BellSleepers data_sleepers;   // offset 384: consumers asleep waiting for data
   BellSeq data_seq;             // offset 512: bumped by the producer to wake them
-  BellSleepers space_sleepers;  // offset 640: producer asleep waiting for space
-  BellSeq space_seq;            // offset 768: bumped by the consumer to wake it
+  BellSleepers space_sleepers;  // offset 640: producers asleep waiting for space
+  BellSeq space_seq;            // offset 768: bumped by the consumer to wake them
+  ChannelConfig config;         // offset 896
+  RecoveryCounters recovery;    // offset 1024
 };
+
+// An MPSC producer's own block. A producer claims a chunk of the ring by compare-and-swap of
+// tail_position and then writes its records into it without further atomic read-modify-writes.
+// `intent`/`intent_end` are the range it is about to claim, stored before the compare-and-swap;
+// `chunk_start`/`chunk_end` the chunk it holds after a successful one (the consumer may lower
+// chunk_end, by compare-and-swap, to take back the unused rest of an idle producer's chunk);
+// `write_position` is where the producer is about to write a record. Together they identify the
+// owner of any claimed byte, whatever instruction its producer was killed at.
+struct alignas(kFalseSharingRange) ProducerSlot {
+  RoleSlot role;
+  std::atomic<std::uint64_t> intent;
+  std::atomic<std::uint64_t> intent_end;
+  std::atomic<std::uint64_t> chunk_start;
+  std::atomic<std::uint64_t> chunk_end;
+  std::atomic<std::uint64_t> write_position;
+  std::atomic<std::uint64_t> records_committed;
+  std::atomic<std::uint64_t> claims_refused;
+  std::atomic<std::uint64_t> heartbeat_ns;  // CLOCK_MONOTONIC of its last attach or slow path.
+};
+
+// A broadcast consumer's own block.
+struct alignas(kFalseSharingRange) ConsumerSlot {
+  RoleSlot role;
+  std::atomic<std::uint64_t> head_position;  // kNoPosition while the slot is free.
+  std::atomic<std::uint64_t> records_consumed;
+  std::atomic<std::uint64_t> lost_records;  // Lossy: records overwritten before it read them.
+  std::atomic<std::uint64_t> lost_bytes;
+  std::atomic<std::uint64_t> heartbeat_ns;
+  std::atomic<std::uint32_t> detached;  // Set by the producer when it detached this slot.
+};
+
+inline constexpr std::uint64_t kSlotsOffset = 2048;  // Slot arrays start here.
+
+// Header bytes for a channel: the fixed blocks, then producer slots, then consumer slots, rounded
+// up to whole pages.
+constexpr std::uint64_t header_bytes_for(std::uint32_t producers_max,
+                                         std::uint32_t consumers_max) noexcept {
+  const std::uint64_t end = kSlotsOffset + std::uint64_t{producers_max} * kFalseSharingRange +
+                            std::uint64_t{consumers_max} * kFalseSharingRange;
+  return (end + kPageBytes - 1) / kPageBytes * kPageBytes;
+}
 
 static_assert(std::is_standard_layout_v<ChannelHeader>, "shared layout must be standard-layout");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
@@ -124,11 +197,17 @@ static_assert(offsetof(ChannelHeader, data_sleepers) == 384, "layout documented 
 static_assert(offsetof(ChannelHeader, data_seq) == 512, "layout documented in shm-layout.md");
 static_assert(offsetof(ChannelHeader, space_sleepers) == 640, "layout documented in shm-layout.md");
 static_assert(offsetof(ChannelHeader, space_seq) == 768, "layout documented in shm-layout.md");
-static_assert(sizeof(ChannelHeader) <= kHeaderBytes, "header must fit before the ring");
+static_assert(offsetof(ChannelHeader, config) == 896, "layout documented in shm-layout.md");
+static_assert(offsetof(ChannelHeader, recovery) == 1024, "layout documented in shm-layout.md");
+static_assert(sizeof(ChannelHeader) <= kSlotsOffset, "fixed blocks end before the slots");
+static_assert(sizeof(ProducerSlot) == kFalseSharingRange, "one block per producer");
+static_assert(sizeof(ConsumerSlot) == kFalseSharingRange, "one block per consumer");
+static_assert(header_bytes_for(0, 0) == kHeaderBytes, "SPSC keeps a one-page header");
 static_assert(offsetof(ProducerBlock, role) == 8, "layout documented in shm-layout.md");
 static_assert(offsetof(ProducerBlock, records_committed) == 32, "layout in shm-layout.md");
 static_assert(offsetof(ProducerBlock, claims_refused) == 40, "layout in shm-layout.md");
 static_assert(offsetof(ConsumerBlock, records_consumed) == 32, "layout in shm-layout.md");
+static_assert(offsetof(ConsumerBlock, zeroing_end) == 40, "layout in shm-layout.md");
 static_assert(sizeof(RoleSlot) == 24, "layout documented in shm-layout.md");
 static_assert(kHeaderBytes % kFalseSharingRange == 0, "the ring starts on a block boundary");
 static_assert(kCapacityBytesMin % kRecordAlign == 0, "capacities keep records aligned");
