@@ -65,6 +65,7 @@ enum class PollStatus : std::uint8_t {
   kOk,         // `count` records were handed to the handler (possibly fewer than asked).
   kEmpty,      // Nothing committed yet.
   kCorrupted,  // A record header is invalid: see last_error(). The consumer stops here for good.
+  kDetached,   // Broadcast: the producer detached this consumer (it looked dead); re-attach.
 };
 
 struct PollResult {

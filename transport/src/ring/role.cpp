@@ -47,7 +47,10 @@ std::uint64_t process_start_ticks(std::uint32_t pid) noexcept {
 }
 
 bool process_alive(std::uint32_t pid, std::uint64_t start_ticks) noexcept {
-  if (pid == 0) return false;
+  // Above PID_MAX_LIMIT no process can exist (and kill() with a negative pid would address a
+  // group): values like that come from a corrupt or hostile header.
+  constexpr std::uint32_t kPidMaxLimit = 4'194'304;
+  if (pid == 0 || pid > kPidMaxLimit) return false;
   if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
   char state = 0;
   std::uint64_t now_ticks = 0;
@@ -98,7 +101,8 @@ bool try_take_slot(RoleSlot& slot, bool take_from_dead) noexcept {
   // Acquire: pairs with the release stores of the previous holder.
   std::uint32_t holder = slot.pid.load(std::memory_order_acquire);
   if (holder != 0) {
-    if (!take_from_dead || holder == me) return false;
+    // kSlotBusyPid: a producer is detaching this slot right now.
+    if (!take_from_dead || holder == me || holder == kSlotBusyPid) return false;
     // Acquire: pairs with the holder's release store of its start time.
     if (process_alive(holder, slot.start_ticks.load(std::memory_order_acquire))) return false;
   }

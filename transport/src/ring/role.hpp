@@ -9,6 +9,9 @@
 
 namespace weft::detail {
 
+// A pid value no process has: marks a slot that its detacher owns for a moment.
+inline constexpr std::uint32_t kSlotBusyPid = 0xffff'ffff;
+
 // The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat), or 0
 // when the process does not exist.
 std::uint64_t process_start_ticks(std::uint32_t pid) noexcept;

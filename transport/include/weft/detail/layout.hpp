@@ -95,6 +95,9 @@ struct alignas(kFalseSharingRange) ProducerBlock {
   RoleSlot role;
   std::atomic<std::uint64_t> records_committed;  // Data records committed, ever.
   std::atomic<std::uint64_t> claims_refused;  // Claims refused for lack of space (back pressure).
+  // Lossy broadcast: the end of the bytes the producer may be writing now, stored before it
+  // writes them; a consumer that copied a record checks it to know the copy is intact.
+  std::atomic<std::uint64_t> reserve_position;
 };
 
 struct alignas(kFalseSharingRange) ConsumerBlock {
@@ -176,6 +179,15 @@ struct alignas(kFalseSharingRange) ConsumerSlot {
 
 inline constexpr std::uint64_t kSlotsOffset = 2048;  // Slot arrays start here.
 
+// Broadcast records carry a 16-byte header: the record word, then the record's sequence number
+// (data records counted from 0), so that a lossy consumer can tell exactly how many it missed.
+// Records are 16-byte aligned so that a padding header always fits before the ring's end.
+inline constexpr std::uint64_t kBroadcastHeaderBytes = 16;
+inline constexpr std::uint64_t kBroadcastAlign = 16;
+constexpr std::uint64_t broadcast_span_bytes(std::uint64_t payload_bytes) noexcept {
+  return (kBroadcastHeaderBytes + payload_bytes + kBroadcastAlign - 1) & ~(kBroadcastAlign - 1);
+}
+
 // Header bytes for a channel: the fixed blocks, then producer slots, then consumer slots, rounded
 // up to whole pages.
 constexpr std::uint64_t header_bytes_for(std::uint32_t producers_max,
@@ -206,6 +218,7 @@ static_assert(header_bytes_for(0, 0) == kHeaderBytes, "SPSC keeps a one-page hea
 static_assert(offsetof(ProducerBlock, role) == 8, "layout documented in shm-layout.md");
 static_assert(offsetof(ProducerBlock, records_committed) == 32, "layout in shm-layout.md");
 static_assert(offsetof(ProducerBlock, claims_refused) == 40, "layout in shm-layout.md");
+static_assert(offsetof(ProducerBlock, reserve_position) == 48, "layout in shm-layout.md");
 static_assert(offsetof(ConsumerBlock, records_consumed) == 32, "layout in shm-layout.md");
 static_assert(offsetof(ConsumerBlock, zeroing_end) == 40, "layout in shm-layout.md");
 static_assert(sizeof(RoleSlot) == 24, "layout documented in shm-layout.md");
