@@ -258,7 +258,12 @@ class WEFT_EXPORT SpscConsumer {
       // Acquire: pairs with the producer's release store of this header word in commit() or
       // publish_padding(); the payload and the zeroed header after it are visible.
       const std::uint64_t word = word_at(position).load(std::memory_order_acquire);
-      if (word == 0) break;
+      if (word == 0) {
+        // Nothing yet. Ask for the line after the header too, so that a record longer than the
+        // header's line arrives in two parallel transfers instead of two in a row.
+        if (count == 0) __builtin_prefetch(ring_ + ((position + 64) & mask_));
+        break;
+      }
       const std::uint64_t span = checked_span(position, word);
       if (span == 0) [[unlikely]] {
         head_ = position;
@@ -291,7 +296,10 @@ class WEFT_EXPORT SpscConsumer {
     for (;;) {
       // Acquire: as in poll().
       const std::uint64_t word = word_at(head_).load(std::memory_order_acquire);
-      if (word == 0) return {PollStatus::kEmpty, {}};
+      if (word == 0) {
+        __builtin_prefetch(ring_ + ((head_ + 64) & mask_));  // As in poll().
+        return {PollStatus::kEmpty, {}};
+      }
       const std::uint64_t span = checked_span(head_, word);
       if (span == 0) [[unlikely]]
         return {PollStatus::kCorrupted, {}};

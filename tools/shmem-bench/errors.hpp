@@ -1,0 +1,21 @@
+// The two ways shmem-bench fails: a usage error (bad flags or an impossible configuration, exit
+// status 2) and a run error (a system call, the channel or the peer process failed, exit 1).
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace shmem_bench {
+
+inline constexpr int kExitRunError = 1;
+inline constexpr int kExitUsage = 2;
+
+struct UsageError : std::runtime_error {
+  explicit UsageError(const std::string& what) : std::runtime_error(what) {}
+};
+
+struct RunError : std::runtime_error {
+  explicit RunError(const std::string& what) : std::runtime_error(what) {}
+};
+
+}  // namespace shmem_bench
