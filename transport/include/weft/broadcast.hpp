@@ -236,6 +236,8 @@ class WEFT_EXPORT BroadcastConsumer {
           if (!resync(position, result)) break;
           continue;
         }
+        // Ask for the following line as well (see SpscConsumer::poll).
+        if (result.count == 0) __builtin_prefetch(ring_ + ((position + 64) & mask_));
         break;
       }
       const std::uint64_t span = checked_span(position, word);

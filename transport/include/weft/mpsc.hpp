@@ -218,7 +218,9 @@ class WEFT_EXPORT MpscConsumer {
         }
         position += span;
       } else if (word == 0) {
-        break;  // Not committed yet.
+        // Not committed yet. Ask for the following line as well (see SpscConsumer::poll).
+        if (count == 0) __builtin_prefetch(ring_ + ((position + 64) & mask_));
+        break;
       } else {
         fail_corrupt(position, word);
         break;
