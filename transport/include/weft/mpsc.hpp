@@ -3,21 +3,21 @@
 //
 // Concurrency
 //   Roles: up to producers_max MpscProducers (each in its own ProducerSlot), one MpscConsumer.
-//   Single writers: each producer writes its slot (the consumer only lowers chunk_end, by CAS,
+//   Single writers: each producer writes its slot (the consumer only lowers chunk_limit, by CAS,
 //   and only for an idle or dead producer) and the records in its chunks; producers advance
 //   tail_position by compare-and-swap only; the consumer writes head_position and zeroes the
 //   bytes it consumed.
 //   Publication: a producer claims a chunk [tail, tail + n) by a CAS of tail_position (once per
-//   chunk, not per record) and then, for each record: stores write_position, checks chunk_end
+//   chunk, not per record) and then, for each record: stores write_position, checks chunk_limit
 //   (the consumer may have taken the chunk's rest back), writes the payload and stores the header
 //   word with release. The consumer acquires header words at its head; after reading it zeroes
 //   the consumed bytes and stores head_position with release; producers acquire it before
 //   claiming those bytes again. Wherever nothing is committed the ring is all zeros, so old
 //   bytes are never mistaken for a record.
 //   Taking back a chunk's rest: if the head waits at H inside a live producer's chunk while other
-//   producers have claimed beyond it, the consumer lowers chunk_end to H (CAS), then (full
+//   producers have claimed beyond it, the consumer lowers chunk_limit to H (CAS), then (full
 //   barrier: membarrier) reads write_position. The producer stores write_position, then (compiler
-//   barrier, paired with that membarrier) reads chunk_end. Either the producer sees the new end
+//   barrier, paired with that membarrier) reads chunk_limit. Either the producer sees the new end
 //   and claims a new chunk, or the consumer sees write_position == H and waits for that record;
 //   it then pads the rest [H, end) so the head can move on.
 //
@@ -68,8 +68,9 @@ class WEFT_EXPORT MpscProducer {
     const std::uint64_t span = detail::record_span_bytes(payload_bytes);
     for (;;) {
       if (chunk_end_ != detail::kNoPosition) [[likely]] {
-        // Relaxed: only we write it; the barrier below orders it before the chunk_end load.
-        slot_->write_position.store(write_position_, std::memory_order_relaxed);
+        // Release: a consumer that reads this value (acquire) also sees the records we committed
+        // before it; the barrier below orders it before the chunk_end load.
+        slot_->write_position.store(write_position_, std::memory_order_release);
         if (full_fence_) {
           // StoreLoad against the consumer taking back our chunk; pairs with its fence.
           std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -78,7 +79,7 @@ class WEFT_EXPORT MpscProducer {
           std::atomic_signal_fence(std::memory_order_seq_cst);
         }
         // Relaxed: ordered by the barrier above; the value carries no data to acquire.
-        const std::uint64_t limit = slot_->chunk_end.load(std::memory_order_relaxed);
+        const std::uint64_t limit = slot_->chunk_limit.load(std::memory_order_relaxed);
         if (write_position_ + span <= limit) [[likely]] {
           claim_span_ = span;
           claim_bytes_ = payload_bytes;
@@ -317,9 +318,6 @@ class WEFT_EXPORT MpscConsumer {
   std::uint64_t empty_polls_ = 0;
   std::uint64_t stall_position_ = detail::kNoPosition;  // Head when the current stall began.
   std::int64_t stall_since_ns_ = 0;
-  // A chunk rest taken back from a producer that was writing at its start: pad from the end of
-  // that record up to taken_end_ once it is committed.
-  std::uint64_t taken_end_ = detail::kNoPosition;
   bool corrupted_ = false;
   bool full_fence_ = true;
   bool holds_role_ = false;

@@ -94,6 +94,7 @@ Result<MpscProducer> MpscProducer::attach(Channel&& channel) {
     slot.intent_end.store(detail::kNoPosition, std::memory_order_relaxed);
     slot.chunk_start.store(detail::kNoPosition, std::memory_order_relaxed);
     slot.chunk_end.store(detail::kNoPosition, std::memory_order_relaxed);
+    slot.chunk_limit.store(detail::kNoPosition, std::memory_order_relaxed);
     slot.write_position.store(detail::kNoPosition, std::memory_order_relaxed);
     producer.records_committed_ = slot.records_committed.load(std::memory_order_relaxed);
     producer.claims_refused_ = slot.claims_refused.load(std::memory_order_relaxed);
@@ -144,7 +145,7 @@ MpscProducer::~MpscProducer() {
     // taking the rest back at this moment.
     slot_->write_position.store(write_position_, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    close_chunk(slot_->chunk_end.load(std::memory_order_relaxed));
+    close_chunk(slot_->chunk_limit.load(std::memory_order_relaxed));
   }
   detail::give_back_role(slot_->role);
 }
@@ -185,10 +186,11 @@ bool MpscProducer::open_chunk(std::uint64_t span) noexcept {
       break;
     }
   }
-  // Relaxed (both): read by the consumer, which acts on them only after it observed tail (or a
-  // dead holder); chunk_end is lowered by the consumer only after it saw chunk_start.
+  // Relaxed (first two): published by the release store of chunk_limit, which the consumer
+  // acquires before it acts on the chunk.
   slot_->chunk_start.store(start, std::memory_order_relaxed);
-  slot_->chunk_end.store(end, std::memory_order_release);
+  slot_->chunk_end.store(end, std::memory_order_relaxed);
+  slot_->chunk_limit.store(end, std::memory_order_release);
   if (start != tail) {
     // Release: the padding to the ring's end is complete; pairs with the consumer's acquire.
     word_at(tail).store(detail::make_record_word(
@@ -216,6 +218,8 @@ void MpscProducer::close_chunk(std::uint64_t limit) noexcept {
     detail::ring_bell(header_->data_sleepers, header_->data_seq, full_fence_);
   }
   chunk_end_ = detail::kNoPosition;
+  // Release: not writing anywhere now; a consumer that took our chunk back may pad its rest.
+  slot_->write_position.store(detail::kNoPosition, std::memory_order_release);
 }
 
 WaitStatus MpscProducer::wait(std::chrono::nanoseconds timeout) noexcept {
@@ -374,24 +378,15 @@ bool MpscConsumer::check_stalled() noexcept {
   const bool timed_out =
       static_cast<std::uint64_t>(now - stall_since_ns_) >= channel_.unblock_timeout_ns();
 
-  // The rest of a chunk we took back from a producer that was writing its first record then.
-  if (taken_end_ != detail::kNoPosition) {
-    if (at < taken_end_) {
-      pad(at, taken_end_);
-      taken_end_ = detail::kNoPosition;
-      return true;
-    }
-    taken_end_ = detail::kNoPosition;
-  }
-
   detail::ProducerSlot* slots = channel_.producer_slots();
   const std::uint32_t slot_count = channel_.producers_max();
   // Whose chunk holds `at`? Acquire (all loads below): pair with the slot holders' stores; a dead
   // holder's are complete.
   for (std::uint32_t i = 0; i < slot_count; ++i) {
     detail::ProducerSlot& slot = slots[i];
+    std::uint64_t limit = slot.chunk_limit.load(std::memory_order_acquire);
     const std::uint64_t start = slot.chunk_start.load(std::memory_order_acquire);
-    std::uint64_t end = slot.chunk_end.load(std::memory_order_acquire);
+    const std::uint64_t end = slot.chunk_end.load(std::memory_order_acquire);
     if (!covers(start, end, at)) continue;
     const std::uint32_t pid = slot.role.pid.load(std::memory_order_acquire);
     const bool alive =
@@ -405,20 +400,24 @@ bool MpscConsumer::check_stalled() noexcept {
       header_->recovery.unblocked_bytes.fetch_add(end - at, std::memory_order_relaxed);
       return true;
     }
-    // Alive and idle, or about to write. Nothing waits behind its chunk: leave it be.
-    if (tail <= end) return false;
-    // Others' records wait behind it: take the rest back. Acq_rel: orders our loads above before
-    // it and pairs with the producer's chunk_end load; fails if the producer moved on.
-    if (!slot.chunk_end.compare_exchange_strong(end, at, std::memory_order_acq_rel,
-                                                std::memory_order_relaxed)) {
-      return false;
+    if (limit > at) {
+      // Alive and idle, or about to write. Nothing waits behind its chunk: leave it be.
+      if (tail <= end) return false;
+      // Others' records wait behind it: take the rest back. Acq_rel: pairs with the producer's
+      // load of chunk_limit; fails if the producer moved on meanwhile (look again later).
+      if (!slot.chunk_limit.compare_exchange_strong(limit, at, std::memory_order_acq_rel,
+                                                    std::memory_order_relaxed)) {
+        return false;
+      }
+      // Full barrier on every CPU running a producer: from now on its claims see the new limit.
+      detail::heavy_barrier();
     }
-    // Full barrier on every CPU running a producer, then read where it writes: either it sees
-    // the lowered chunk_end on its next claim, or we see it writing at `at` (see mpsc.hpp).
-    detail::heavy_barrier();
-    if (slot.write_position.load(std::memory_order_acquire) == at) {
-      taken_end_ = end;  // Its record at `at` lands; pad after it (next check).
-      return false;
+    // Taken back at or before `at`. One claim that passed its check before may still land at
+    // `at`; then write_position says `at`. Load it first, then the word (acquire both:
+    // write_position is stored with release after the producer's earlier commits).
+    if (slot.write_position.load(std::memory_order_acquire) == at ||
+        word_at(at).load(std::memory_order_acquire) != 0) {
+      return false;  // Still writing there, or just committed: look again later.
     }
     pad(at, end);
     return true;

@@ -274,6 +274,7 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
     producer_slots[i].intent_end.store(detail::kNoPosition, std::memory_order_relaxed);
     producer_slots[i].chunk_start.store(detail::kNoPosition, std::memory_order_relaxed);
     producer_slots[i].chunk_end.store(detail::kNoPosition, std::memory_order_relaxed);
+    producer_slots[i].chunk_limit.store(detail::kNoPosition, std::memory_order_relaxed);
     producer_slots[i].write_position.store(detail::kNoPosition, std::memory_order_relaxed);
   }
   auto* consumer_slots = reinterpret_cast<detail::ConsumerSlot*>(

@@ -150,16 +150,18 @@ struct ChannelHeader {
 // An MPSC producer's own block. A producer claims a chunk of the ring by compare-and-swap of
 // tail_position and then writes its records into it without further atomic read-modify-writes.
 // `intent`/`intent_end` are the range it is about to claim, stored before the compare-and-swap;
-// `chunk_start`/`chunk_end` the chunk it holds after a successful one (the consumer may lower
-// chunk_end, by compare-and-swap, to take back the unused rest of an idle producer's chunk);
-// `write_position` is where the producer is about to write a record. Together they identify the
-// owner of any claimed byte, whatever instruction its producer was killed at.
+// `chunk_start`/`chunk_end` the chunk it holds after a successful one; `chunk_limit` starts as
+// chunk_end and is lowered by the consumer (compare-and-swap) to take back the unused rest of an
+// idle producer's chunk; `write_position` is where the producer is about to write a record.
+// Together they identify the owner of any claimed byte, whatever instruction its producer was
+// killed at.
 struct alignas(kFalseSharingRange) ProducerSlot {
   RoleSlot role;
   std::atomic<std::uint64_t> intent;
   std::atomic<std::uint64_t> intent_end;
   std::atomic<std::uint64_t> chunk_start;
   std::atomic<std::uint64_t> chunk_end;
+  std::atomic<std::uint64_t> chunk_limit;
   std::atomic<std::uint64_t> write_position;
   std::atomic<std::uint64_t> records_committed;
   std::atomic<std::uint64_t> claims_refused;
