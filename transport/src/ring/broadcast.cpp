@@ -247,6 +247,7 @@ WaitStatus BroadcastProducer::wait(std::chrono::nanoseconds timeout) noexcept {
   // Sleep in slices: a consumer that dies while we sleep rings no bell; refresh_min_head detaches
   // it between slices.
   constexpr std::chrono::nanoseconds kSlice = std::chrono::milliseconds(20);
+  detail::beat(header_->producer.role);
   for (;;) {
     if (refresh_min_head(reach)) return WaitStatus::kReady;
     const std::int64_t remaining = deadline - monotonic_ns();
@@ -405,6 +406,7 @@ WaitStatus BroadcastConsumer::wait(std::chrono::nanoseconds timeout) noexcept {
            self->slot_->role.pid.load(std::memory_order_relaxed) != self->pid_;
   };
   if (corrupted_ || ready(this)) return WaitStatus::kReady;
+  detail::beat(slot_->role);
   return detail::sleep_on_bell(header_->data_sleepers, header_->data_seq, ready, this, timeout)
              ? WaitStatus::kReady
              : WaitStatus::kTimedOut;

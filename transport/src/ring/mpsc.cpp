@@ -98,7 +98,6 @@ Result<MpscProducer> MpscProducer::attach(Channel&& channel) {
     slot.write_position.store(detail::kNoPosition, std::memory_order_relaxed);
     producer.records_committed_ = slot.records_committed.load(std::memory_order_relaxed);
     producer.claims_refused_ = slot.claims_refused.load(std::memory_order_relaxed);
-    slot.heartbeat_ns.store(static_cast<std::uint64_t>(monotonic_ns()), std::memory_order_relaxed);
     return producer;
   }
   return detail::fail(Errc::kBusy, 0, "attach",
@@ -202,8 +201,7 @@ bool MpscProducer::open_chunk(std::uint64_t span) noexcept {
   __builtin_prefetch(ring_ + (start & mask_), 1, 3);
   write_position_ = start;
   chunk_end_ = end;
-  // Relaxed: a liveness hint for weftctl.
-  slot_->heartbeat_ns.store(static_cast<std::uint64_t>(monotonic_ns()), std::memory_order_relaxed);
+  detail::beat(slot_->role);
   return true;
 }
 
@@ -237,8 +235,7 @@ WaitStatus MpscProducer::wait(std::chrono::nanoseconds timeout) noexcept {
         c->self->header_->consumer.head_position.load(std::memory_order_acquire);
     return tail + c->needed - head <= c->self->capacity_;
   };
-  // Relaxed: a liveness hint for weftctl; only this producer writes its slot.
-  slot_->heartbeat_ns.store(static_cast<std::uint64_t>(monotonic_ns()), std::memory_order_relaxed);
+  detail::beat(slot_->role);
   if (ready(&context)) return WaitStatus::kReady;
   return detail::sleep_on_bell(header_->space_sleepers, header_->space_seq, ready, &context,
                                timeout)
@@ -343,6 +340,7 @@ WaitStatus MpscConsumer::wait(std::chrono::nanoseconds timeout) noexcept {
   };
   if (corrupted_ || has_record()) return WaitStatus::kReady;
   release();  // Producers may be waiting for the space we hold.
+  detail::beat(header_->consumer.role);
   const std::int64_t deadline = monotonic_ns() + timeout.count();
   // Wake now and then to look for a dead producer's chunk blocking the head.
   const std::chrono::nanoseconds slice(std::max<std::int64_t>(

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <ctime>
 #include <cstdio>
 #include <cstring>
 
@@ -89,6 +90,7 @@ Result<void> take_role(RoleSlot& slot, std::string_view channel_path, const char
       slot.start_ticks.store(my_ticks, std::memory_order_release);
       // Relaxed: a statistic for weftctl, written only by the role holder.
       slot.attach_count.fetch_add(1, std::memory_order_relaxed);
+      beat(slot);
       return {};
     }
   }
@@ -115,7 +117,15 @@ bool try_take_slot(RoleSlot& slot, bool take_from_dead) noexcept {
   slot.start_ticks.store(process_start_ticks(me), std::memory_order_release);
   // Relaxed: a statistic for weftctl, written only by the slot holder.
   slot.attach_count.fetch_add(1, std::memory_order_relaxed);
+  beat(slot);
   return true;
+}
+
+void beat(RoleSlot& slot) noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  // Relaxed: an advisory timestamp for observers; only the holder writes it.
+  slot.heartbeat_s.store(static_cast<std::uint32_t>(ts.tv_sec), std::memory_order_relaxed);
 }
 
 void give_back_role(RoleSlot& slot) noexcept {

@@ -28,6 +28,9 @@ Result<void> take_role(RoleSlot& slot, std::string_view channel_path, const char
 // its holder is dead. Returns true on success.
 bool try_take_slot(RoleSlot& slot, bool take_from_dead) noexcept;
 
+// Stores the current CLOCK_MONOTONIC seconds in `slot.heartbeat_s`. Holder only.
+void beat(RoleSlot& slot) noexcept;
+
 // Clears `slot` if this process holds it.
 void give_back_role(RoleSlot& slot) noexcept;
 

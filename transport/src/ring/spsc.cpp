@@ -160,6 +160,7 @@ WaitStatus SpscProducer::wait(std::chrono::nanoseconds timeout) noexcept {
     return c->self->tail_ + c->needed - head <= c->self->capacity_;
   };
   if (ready(&context)) return WaitStatus::kReady;
+  detail::beat(header_->producer.role);
   return detail::sleep_on_bell(header_->space_sleepers, header_->space_seq, ready, &context,
                                timeout)
              ? WaitStatus::kReady
@@ -238,6 +239,7 @@ WaitStatus SpscConsumer::wait(std::chrono::nanoseconds timeout) noexcept {
     return static_cast<const SpscConsumer*>(raw)->has_data();
   };
   if (corrupted_ || has_data()) return WaitStatus::kReady;
+  detail::beat(header_->consumer.role);
   return detail::sleep_on_bell(header_->data_sleepers, header_->data_seq, ready, this, timeout)
              ? WaitStatus::kReady
              : WaitStatus::kTimedOut;

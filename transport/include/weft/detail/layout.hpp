@@ -82,10 +82,12 @@ struct alignas(kFalseSharingRange) ChannelMeta {
 };
 
 // A process that holds a role. pid 0 means the role is free. start_ticks is the process start
-// time from /proc/PID/stat, so that a recycled pid is not mistaken for the holder.
+// time from /proc/PID/stat, so that a recycled pid is not mistaken for the holder. heartbeat_s
+// is the holder's CLOCK_MONOTONIC seconds at its last attach, wait or slow path: an old heartbeat
+// with work pending marks a live but stuck holder.
 struct RoleSlot {
   std::atomic<std::uint32_t> pid;
-  std::uint32_t reserved0;
+  std::atomic<std::uint32_t> heartbeat_s;
   std::atomic<std::uint64_t> start_ticks;
   std::atomic<std::uint64_t> attach_count;  // Times the role was taken; for weftctl.
 };
@@ -165,7 +167,6 @@ struct alignas(kFalseSharingRange) ProducerSlot {
   std::atomic<std::uint64_t> write_position;
   std::atomic<std::uint64_t> records_committed;
   std::atomic<std::uint64_t> claims_refused;
-  std::atomic<std::uint64_t> heartbeat_ns;  // CLOCK_MONOTONIC of its last attach or slow path.
 };
 
 // A broadcast consumer's own block.
@@ -175,7 +176,6 @@ struct alignas(kFalseSharingRange) ConsumerSlot {
   std::atomic<std::uint64_t> records_consumed;
   std::atomic<std::uint64_t> lost_records;  // Lossy: records overwritten before it read them.
   std::atomic<std::uint64_t> lost_bytes;
-  std::atomic<std::uint64_t> heartbeat_ns;
   std::atomic<std::uint32_t> detached;  // Set by the producer when it detached this slot.
 };
 
