@@ -143,7 +143,9 @@ class WEFT_EXPORT BroadcastProducer {
   // Reliable: blocks until the record refused by the last kFull claim fits, or `timeout`.
   WaitStatus wait(std::chrono::nanoseconds timeout) noexcept;
 
-  // Live consumers seen by the last scan of the slots.
+  // Consumers registered in the slots, alive and dead. Reads /proc: not for the data path.
+  [[nodiscard]] PeerCounts consumers() const noexcept;
+  // Consumers seen by the last scan of the slots (without liveness checks).
   [[nodiscard]] std::uint32_t consumers_seen() const noexcept { return consumers_seen_; }
   [[nodiscard]] bool lossy() const noexcept { return lossy_; }
   [[nodiscard]] std::uint64_t position() const noexcept { return tail_; }
@@ -293,6 +295,10 @@ class WEFT_EXPORT BroadcastConsumer {
   WaitStatus wait(std::chrono::nanoseconds timeout) noexcept;
 
   [[nodiscard]] const Error& last_error() const noexcept { return error_; }
+  // Whether the producer is attached, and alive. Reads /proc: not for the data path.
+  [[nodiscard]] PeerState producer_state() const noexcept {
+    return detail::peer_state(header_->producer.role);
+  }
   [[nodiscard]] std::uint64_t position() const noexcept { return head_; }
   [[nodiscard]] std::uint32_t slot_index() const noexcept { return slot_index_; }
   [[nodiscard]] std::uint64_t lost_records_total() const noexcept { return lost_records_; }

@@ -262,6 +262,8 @@ class WEFT_EXPORT MpscConsumer {
 
   [[nodiscard]] const Error& last_error() const noexcept { return error_; }
   [[nodiscard]] bool corrupted() const noexcept { return corrupted_; }
+  // Producers registered in the slots, alive and dead. Reads /proc: not for the data path.
+  [[nodiscard]] PeerCounts producers() const noexcept;
   // Position of the next record to read.
   [[nodiscard]] std::uint64_t position() const noexcept { return read_position_; }
   [[nodiscard]] const Channel& channel() const noexcept { return channel_; }

@@ -92,6 +92,23 @@ struct RecvResult {
 
 enum class WaitStatus : std::uint8_t { kReady, kTimedOut };
 
+// What the other side of a channel is, as far as its registration in the header tells.
+enum class PeerState : std::uint8_t {
+  kNone,   // No process holds the role.
+  kAlive,  // A live process holds it.
+  kDead,   // The process that holds it has died (it will be replaced or detached).
+};
+
+struct PeerCounts {
+  std::uint32_t alive;
+  std::uint32_t dead;
+};
+
+namespace detail {
+// The state of the process registered in `slot`. Reads /proc: control plane only.
+WEFT_EXPORT PeerState peer_state(const RoleSlot& slot) noexcept;
+}  // namespace detail
+
 class WEFT_EXPORT SpscProducer {
  public:
   // Creates channel `name` and attaches as its producer.
@@ -186,6 +203,11 @@ class WEFT_EXPORT SpscProducer {
   // Blocks on the channel's futex until the record refused by the last kFull claim would fit, or
   // `timeout` passes. Returns kReady at once when it fits already.
   WaitStatus wait(std::chrono::nanoseconds timeout) noexcept;
+
+  // Whether a consumer is attached, and alive. Reads /proc: not for the data path.
+  [[nodiscard]] PeerState consumer_state() const noexcept {
+    return detail::peer_state(header_->consumer.role);
+  }
 
   // Position just past the last committed record.
   [[nodiscard]] std::uint64_t position() const noexcept { return tail_; }
@@ -351,6 +373,10 @@ class WEFT_EXPORT SpscConsumer {
   // The error behind the last kCorrupted: the channel, the position and the bad field.
   [[nodiscard]] const Error& last_error() const noexcept { return error_; }
   [[nodiscard]] bool corrupted() const noexcept { return corrupted_; }
+  // Whether a producer is attached, and alive. Reads /proc: not for the data path.
+  [[nodiscard]] PeerState producer_state() const noexcept {
+    return detail::peer_state(header_->producer.role);
+  }
   // Position of the next record to read.
   [[nodiscard]] std::uint64_t position() const noexcept { return head_; }
   [[nodiscard]] std::uint64_t record_bytes_max() const noexcept { return record_bytes_max_; }

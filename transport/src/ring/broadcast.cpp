@@ -223,6 +223,17 @@ bool BroadcastProducer::refresh_min_head(std::uint64_t reach) noexcept {
   return reach - min_head_cache_ <= capacity_;
 }
 
+PeerCounts BroadcastProducer::consumers() const noexcept {
+  PeerCounts counts{0, 0};
+  const detail::ConsumerSlot* slots = channel_.consumer_slots();
+  for (std::uint32_t i = 0; i < channel_.consumers_max(); ++i) {
+    const PeerState state = detail::peer_state(slots[i].role);
+    if (state == PeerState::kAlive) ++counts.alive;
+    if (state == PeerState::kDead) ++counts.dead;
+  }
+  return counts;
+}
+
 WaitStatus BroadcastProducer::wait(std::chrono::nanoseconds timeout) noexcept {
   if (lossy_) return WaitStatus::kReady;
   const std::uint64_t reach = tail_ + refused_bytes_;

@@ -469,6 +469,17 @@ void MpscConsumer::pad(std::uint64_t from, std::uint64_t to) noexcept {
   stall_position_ = detail::kNoPosition;
 }
 
+PeerCounts MpscConsumer::producers() const noexcept {
+  PeerCounts counts{0, 0};
+  const detail::ProducerSlot* slots = channel_.producer_slots();
+  for (std::uint32_t i = 0; i < channel_.producers_max(); ++i) {
+    const PeerState state = detail::peer_state(slots[i].role);
+    if (state == PeerState::kAlive) ++counts.alive;
+    if (state == PeerState::kDead) ++counts.dead;
+  }
+  return counts;
+}
+
 void MpscConsumer::fail_corrupt(std::uint64_t position, std::uint64_t word) noexcept {
   corrupted_ = true;
   error_ = detail::make_error(Errc::kCorrupted, 0, "consumer poll",

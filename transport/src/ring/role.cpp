@@ -4,11 +4,12 @@
 
 #include <cerrno>
 #include <csignal>
-#include <ctime>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 
 #include "error_util.hpp"
+#include "weft/spsc.hpp"
 
 namespace weft::detail {
 
@@ -119,6 +120,14 @@ bool try_take_slot(RoleSlot& slot, bool take_from_dead) noexcept {
   slot.attach_count.fetch_add(1, std::memory_order_relaxed);
   beat(slot);
   return true;
+}
+
+PeerState peer_state(const RoleSlot& slot) noexcept {
+  // Acquire (both): pair with the holder's release stores in take_role / try_take_slot.
+  const std::uint32_t pid = slot.pid.load(std::memory_order_acquire);
+  if (pid == 0) return PeerState::kNone;
+  return process_alive(pid, slot.start_ticks.load(std::memory_order_acquire)) ? PeerState::kAlive
+                                                                              : PeerState::kDead;
 }
 
 void beat(RoleSlot& slot) noexcept {
