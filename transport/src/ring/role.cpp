@@ -34,10 +34,26 @@ std::uint64_t process_start_ticks(std::uint32_t pid) noexcept {
 }
 
 bool process_alive(std::uint32_t pid, std::uint64_t start_ticks) noexcept {
-  if (pid == 0) return false;
+  // Above PID_MAX_LIMIT no process can exist (and kill() with a negative pid would address a
+  // group): values like that come from a corrupt or hostile header.
+  constexpr std::uint32_t kPidMaxLimit = 4'194'304;
+  if (pid == 0 || pid > kPidMaxLimit) return false;
   if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
+  std::FILE* file = std::fopen(path, "re");
+  if (file == nullptr) return false;
+  char buffer[1024];
+  const std::size_t length = std::fread(buffer, 1, sizeof buffer - 1, file);
+  std::fclose(file);
+  buffer[length] = '\0';
+  const char* cursor = std::strrchr(buffer, ')');
+  if (cursor == nullptr || cursor[1] != ' ') return false;
+  // A zombie (killed or exited, not yet reaped) can never write shared memory again.
+  const char state = cursor[2];
+  if (state == 'Z' || state == 'X' || state == 'x') return false;
   const std::uint64_t now_ticks = process_start_ticks(pid);
-  if (now_ticks == 0) return false;  // Gone between the two checks, or a zombie reaped.
+  if (now_ticks == 0) return false;  // Gone between the two reads.
   // start_ticks 0: the holder is between its pid CAS and its start-time store; treat as alive.
   return start_ticks == 0 || start_ticks == now_ticks;
 }
