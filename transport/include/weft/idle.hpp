@@ -5,10 +5,10 @@
 #pragma once
 
 #include <sched.h>
-#include <time.h>
 
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

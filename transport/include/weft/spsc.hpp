@@ -301,6 +301,16 @@ class WEFT_EXPORT SpscConsumer {
       }
       position += span;
       if (position - published_head_ >= release_interval_) [[unlikely]] {
+        // Acquire: pairs with the producer's release store of tail_position. A healthy consumer
+        // is never more than one record past it; a ring of valid-looking records with no end
+        // (corrupt shared memory) must not keep poll() going forever.
+        const std::uint64_t tail = header_->producer.tail_position.load(std::memory_order_acquire);
+        if (position > tail && position - tail > capacity_) {
+          fail_runaway(position, tail);
+          head_ = position;
+          publish_head();
+          return {count != 0 ? PollStatus::kOk : PollStatus::kCorrupted, count};
+        }
         head_ = position;
         publish_head();
       }
@@ -400,8 +410,10 @@ class WEFT_EXPORT SpscConsumer {
           [[likely]] {
         return detail::record_span_bytes(length);
       }
-    } else if (type == static_cast<std::uint32_t>(detail::RecordType::kPadding) &&
+    } else if (type == static_cast<std::uint32_t>(detail::RecordType::kPadding) && slot != 0 &&
                length + detail::kRecordHeaderBytes == capacity_ - slot) {
+      // Padding fills the rest of the ring after a record, so it never starts at offset 0; one
+      // that did would send the consumer round the whole ring onto the same word forever.
       return capacity_ - slot;
     }
     fail_corrupt(position, word);
@@ -420,6 +432,7 @@ class WEFT_EXPORT SpscConsumer {
   }
 
   void fail_corrupt(std::uint64_t position, std::uint64_t word) noexcept;  // Out of line.
+  void fail_runaway(std::uint64_t position, std::uint64_t tail) noexcept;  // Out of line.
 
   Channel channel_;
   detail::ChannelHeader* header_ = nullptr;

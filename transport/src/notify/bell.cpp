@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstdint>
 #include <ctime>
+#include <limits>
 
 namespace weft::detail {
 namespace {
@@ -30,6 +31,14 @@ std::int64_t monotonic_ns() noexcept {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+// now + timeout, saturating: nanoseconds::max() means "wait forever", not an overflow.
+std::int64_t deadline_after(std::chrono::nanoseconds timeout) noexcept {
+  const std::int64_t now = monotonic_ns();
+  const std::int64_t limit = std::numeric_limits<std::int64_t>::max();
+  if (timeout.count() <= 0) return now;
+  return timeout.count() > limit - now ? limit : now + timeout.count();
 }
 
 }  // namespace
@@ -55,7 +64,7 @@ void wake_bell(BellSeq& seq) noexcept {
 
 bool sleep_on_bell(BellSleepers& sleepers, BellSeq& seq, bool (*ready)(const void*),
                    const void* context, std::chrono::nanoseconds timeout) noexcept {
-  const std::int64_t deadline = monotonic_ns() + timeout.count();
+  const std::int64_t deadline = deadline_after(timeout);
   // Acquire: pairs with wake_bell's release increment; read before the ready() check so that a
   // ring after that check changes the value and futex_wait returns at once.
   std::uint32_t seen = seq.seq.load(std::memory_order_acquire);

@@ -62,6 +62,9 @@ Result<SpscProducer> SpscProducer::attach(Channel&& channel) {
   SpscProducer producer(std::move(channel));
   producer.holds_role_ = true;
   producer.full_fence_ = !detail::register_ringer();
+  // The role is exclusive: a producer still counted asleep is a dead one (killed in wait()).
+  // Relaxed: a stale count only costs spare wake-ups, which this clears.
+  header.space_sleepers.sleepers.store(0, std::memory_order_relaxed);
 
   // Acquire (both): pairs with the release stores of the previous holders; we continue after
   // everything they published.
@@ -85,7 +88,7 @@ Result<SpscProducer> SpscProducer::attach(Channel&& channel) {
         length <= producer.record_bytes_max_ &&
         slot + detail::record_span_bytes(length) <= producer.capacity_) {
       span = detail::record_span_bytes(length);
-    } else if (type == static_cast<std::uint32_t>(detail::RecordType::kPadding) &&
+    } else if (type == static_cast<std::uint32_t>(detail::RecordType::kPadding) && slot != 0 &&
                length + detail::kRecordHeaderBytes == producer.capacity_ - slot) {
       span = producer.capacity_ - slot;
     } else {
@@ -193,6 +196,9 @@ Result<SpscConsumer> SpscConsumer::attach(Channel&& channel) {
   SpscConsumer consumer(std::move(channel));
   consumer.holds_role_ = true;
   consumer.full_fence_ = !detail::register_ringer();
+  // The role is exclusive: a consumer still counted asleep is a dead one (killed in wait()).
+  // Relaxed: a stale count only costs spare wake-ups, which this clears.
+  header.data_sleepers.sleepers.store(0, std::memory_order_relaxed);
   // Acquire: pairs with the previous consumer's release store; resume where it left off.
   const std::uint64_t head = header.consumer.head_position.load(std::memory_order_acquire);
   consumer.head_ = head;
@@ -243,6 +249,14 @@ WaitStatus SpscConsumer::wait(std::chrono::nanoseconds timeout) noexcept {
   return detail::sleep_on_bell(header_->data_sleepers, header_->data_seq, ready, this, timeout)
              ? WaitStatus::kReady
              : WaitStatus::kTimedOut;
+}
+
+void SpscConsumer::fail_runaway(std::uint64_t position, std::uint64_t tail) noexcept {
+  corrupted_ = true;
+  error_ = detail::make_error(Errc::kCorrupted, 0, "consumer poll",
+                              "{}: read up to position {}, more than a ring past tail_position {}: "
+                              "the ring holds records that the producer never committed",
+                              channel_.path(), position, tail);
 }
 
 void SpscConsumer::fail_corrupt(std::uint64_t position, std::uint64_t word) noexcept {
