@@ -279,6 +279,18 @@ class WEFT_EXPORT BroadcastConsumer {
         ++result.count;
       }
       position += span;
+      if (position - head_ >= capacity_ / 4) [[unlikely]] {
+        // Acquire: pairs with the producer's release store. A consumer is never more than a
+        // record past the tail; a ring of valid-looking records with no end is corruption.
+        const std::uint64_t tail = header_->producer.tail_position.load(std::memory_order_acquire);
+        if (position > tail && position - tail > capacity_) {
+          record_corrupt(position, word, next_sequence_);
+          corrupted_ = true;
+          break;
+        }
+        head_ = position;
+        publish_head();
+      }
     }
     if (position != head_ || result.lost_records != 0) {
       head_ = position;
@@ -334,7 +346,7 @@ class WEFT_EXPORT BroadcastConsumer {
       const std::uint64_t span = detail::broadcast_span_bytes(length);
       if (length <= record_bytes_max_ && slot + span <= capacity_) [[likely]]
         return span;
-    } else if (type == static_cast<std::uint32_t>(detail::RecordType::kPadding) &&
+    } else if (type == static_cast<std::uint32_t>(detail::RecordType::kPadding) && slot != 0 &&
                length + detail::kBroadcastHeaderBytes == capacity_ - slot) {
       return capacity_ - slot;
     }

@@ -213,7 +213,9 @@ class WEFT_EXPORT MpscConsumer {
         position += span;
       } else if (type == static_cast<std::uint32_t>(detail::RecordType::kPadding)) {
         const std::uint64_t span = detail::kRecordHeaderBytes + detail::record_word_length(word);
-        if (span % detail::kRecordAlign != 0 || (position & mask_) + span > capacity_) {
+        // Padding never spans the whole ring: that would bring the head back onto this word.
+        if (span % detail::kRecordAlign != 0 || span >= capacity_ ||
+            (position & mask_) + span > capacity_) {
           fail_corrupt(position, word);
           break;
         }
@@ -226,8 +228,15 @@ class WEFT_EXPORT MpscConsumer {
         fail_corrupt(position, word);
         break;
       }
-      if (position - head_ >= release_interval_) [[unlikely]]
+      if (position - head_ >= release_interval_) [[unlikely]] {
+        // Acquire: pairs with the producers' CAS. Nothing past the claimed tail can have been
+        // written: a ring of valid-looking records with no end is corruption, not work.
+        if (position > header_->producer.tail_position.load(std::memory_order_acquire)) {
+          fail_corrupt(position, word);
+          break;
+        }
         release_to(position);
+      }
     }
     read_position_ = position;
     // Zeroing what was just read would pull the cache lines the producers are writing next to

@@ -114,7 +114,7 @@ Result<BroadcastProducer> BroadcastProducer::attach(Channel&& channel) {
       sequence = producer.seq_at(tail - detail::broadcast_span_bytes(length))
                      .load(std::memory_order_relaxed) +
                  1;
-    } else if (type == static_cast<std::uint32_t>(detail::RecordType::kPadding) &&
+    } else if (type == static_cast<std::uint32_t>(detail::RecordType::kPadding) && slot != 0 &&
                length + detail::kBroadcastHeaderBytes == producer.capacity_ - slot) {
       tail += producer.capacity_ - slot;
     } else {
@@ -209,6 +209,7 @@ bool BroadcastProducer::refresh_min_head(std::uint64_t reach) noexcept {
                                           std::memory_order_relaxed)) {
       continue;
     }
+    detail::forget_dead_sleeper(header_->data_sleepers, slots[i].sleeping);
     // Relaxed (all): published by the release store of pid below.
     slots[i].head_position.store(detail::kNoPosition, std::memory_order_relaxed);
     slots[i].detached.store(1, std::memory_order_relaxed);
@@ -237,7 +238,7 @@ PeerCounts BroadcastProducer::consumers() const noexcept {
 WaitStatus BroadcastProducer::wait(std::chrono::nanoseconds timeout) noexcept {
   if (lossy_) return WaitStatus::kReady;
   const std::uint64_t reach = tail_ + refused_bytes_;
-  const std::int64_t deadline = monotonic_ns() + timeout.count();
+  const std::int64_t deadline = detail::deadline_after(timeout);
   struct Context {
     const BroadcastProducer* self;
     std::uint64_t reach;
@@ -306,6 +307,8 @@ Result<BroadcastConsumer> BroadcastConsumer::attach(Channel&& channel) {
     consumer.full_fence_ = !detail::register_ringer();
     if (consumer.lossy_) consumer.copy_ = std::make_unique<std::byte[]>(consumer.record_bytes_max_);
     detail::ChannelHeader& header = *consumer.header_;
+    // A dead predecessor in this slot may have died asleep.
+    detail::forget_dead_sleeper(header.data_sleepers, slot.sleeping);
     // Relaxed (all): our slot; published by the release store of head_position below.
     slot.records_consumed.store(0, std::memory_order_relaxed);
     slot.lost_records.store(0, std::memory_order_relaxed);
@@ -418,7 +421,8 @@ WaitStatus BroadcastConsumer::wait(std::chrono::nanoseconds timeout) noexcept {
   };
   if (corrupted_ || ready(this)) return WaitStatus::kReady;
   detail::beat(slot_->role);
-  return detail::sleep_on_bell(header_->data_sleepers, header_->data_seq, ready, this, timeout)
+  return detail::sleep_on_bell(header_->data_sleepers, header_->data_seq, ready, this, timeout,
+                               &slot_->sleeping)
              ? WaitStatus::kReady
              : WaitStatus::kTimedOut;
 }

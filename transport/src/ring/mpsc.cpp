@@ -270,6 +270,9 @@ Result<MpscConsumer> MpscConsumer::attach(Channel&& channel) {
   MpscConsumer consumer(std::move(channel));
   consumer.holds_role_ = true;
   consumer.full_fence_ = !detail::register_ringer();
+  // The role is exclusive: a consumer still counted asleep is a dead one (killed in wait()).
+  // Relaxed: a stale count only costs spare wake-ups, which this clears.
+  header.data_sleepers.sleepers.store(0, std::memory_order_relaxed);
   // Acquire (both): pairs with the previous consumer's release store of head_position; its
   // zeroing_end store was ordered before its zeroing by a release fence.
   const std::uint64_t head = header.consumer.head_position.load(std::memory_order_acquire);
@@ -341,7 +344,7 @@ WaitStatus MpscConsumer::wait(std::chrono::nanoseconds timeout) noexcept {
   if (corrupted_ || has_record()) return WaitStatus::kReady;
   release();  // Producers may be waiting for the space we hold.
   detail::beat(header_->consumer.role);
-  const std::int64_t deadline = monotonic_ns() + timeout.count();
+  const std::int64_t deadline = detail::deadline_after(timeout);
   // Wake now and then to look for a dead producer's chunk blocking the head.
   const std::chrono::nanoseconds slice(std::max<std::int64_t>(
       1'000'000, static_cast<std::int64_t>(channel_.unblock_timeout_ns() / 4)));

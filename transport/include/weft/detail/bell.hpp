@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 
 #include "weft/detail/layout.hpp"
 #include "weft/export.hpp"
@@ -30,13 +31,25 @@ WEFT_EXPORT bool register_ringer() noexcept;
 // kernel lacks it. The slow side of an asymmetric Dekker handshake.
 WEFT_EXPORT void heavy_barrier() noexcept;
 
+// CLOCK_MONOTONIC now + timeout in nanoseconds, saturating at INT64_MAX (nanoseconds::max()
+// means "wait forever").
+WEFT_EXPORT std::int64_t deadline_after(std::chrono::nanoseconds timeout) noexcept;
+
 // Bumps the futex word and wakes every sleeper. Out of line: it is the rare path.
 WEFT_EXPORT void wake_bell(BellSeq& seq) noexcept;
 
 // Sleeps until `ready(context)` is true, the bell rings, or `timeout` passes. Returns
 // ready(context) as last seen. Never sleeps when progress was published before it was called.
+// `sleeping`, if given, is set to 1 only while this sleeper is counted in `sleepers` (set after
+// the increment, cleared before the decrement), so that a process killed asleep can be
+// subtracted by whoever finds it dead, and never subtracted twice.
 WEFT_EXPORT bool sleep_on_bell(BellSleepers& sleepers, BellSeq& seq, bool (*ready)(const void*),
-                               const void* context, std::chrono::nanoseconds timeout) noexcept;
+                               const void* context, std::chrono::nanoseconds timeout,
+                               std::atomic<std::uint32_t>* sleeping = nullptr) noexcept;
+
+// Takes back the count of a dead sleeper whose `sleeping` flag is set. Never below zero.
+WEFT_EXPORT void forget_dead_sleeper(BellSleepers& sleepers,
+                                     std::atomic<std::uint32_t>& sleeping) noexcept;
 
 // Called by the ringer right after it published progress with a release store.
 inline void ring_bell(const BellSleepers& sleepers, BellSeq& seq, bool full_fence) noexcept {

@@ -177,6 +177,9 @@ struct alignas(kFalseSharingRange) ConsumerSlot {
   std::atomic<std::uint64_t> lost_records;  // Lossy: records overwritten before it read them.
   std::atomic<std::uint64_t> lost_bytes;
   std::atomic<std::uint32_t> detached;  // Set by the producer when it detached this slot.
+  // 1 while this consumer is counted in data_sleepers: whoever frees the slot of a consumer that
+  // died asleep takes its count back.
+  std::atomic<std::uint32_t> sleeping;
 };
 
 inline constexpr std::uint64_t kSlotsOffset = 2048;  // Slot arrays start here.
