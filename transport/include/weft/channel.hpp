@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,10 @@
 #include "weft/result.hpp"
 
 namespace weft {
+
+namespace detail {
+struct MappingOwner;  // Unmaps the file and closes its descriptor when the last handle goes.
+}  // namespace detail
 
 class WEFT_EXPORT Channel {
  public:
@@ -40,6 +45,11 @@ class WEFT_EXPORT Channel {
   // Removes the channel if it is stale, atomically with respect to processes opening it: an
   // opener that races with the removal notices and fails with kNotFound. Returns true if removed.
   static Result<bool> remove_if_stale(std::string_view name, std::string_view dir = {});
+
+  // A second handle to the same mapping (same addresses, same lock), for a process that plays
+  // two roles on one channel, e.g. a producer thread and a consumer thread. ThreadSanitizer
+  // sees the ring's accesses only when both roles use one mapping.
+  [[nodiscard]] Channel share() const;
 
   Channel(Channel&& other) noexcept;
   Channel& operator=(Channel&& other) noexcept;
@@ -91,6 +101,7 @@ class WEFT_EXPORT Channel {
   std::uint32_t flags_ = 0;
   ChannelKind kind_ = ChannelKind::kSpsc;
   int fd_ = -1;  // Holds the shared lock that marks the channel in use; -1 for read-only opens.
+  std::shared_ptr<detail::MappingOwner> owner_;  // Shared by share()d handles.
   bool read_only_ = false;
 
   friend struct ChannelAccess;

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -101,6 +102,23 @@ int lock_shared(int fd) noexcept {
 
 }  // namespace
 
+namespace detail {
+struct MappingOwner {
+  void* address;
+  std::size_t bytes;
+  int fd;
+  MappingOwner(void* mapping, std::size_t mapped_bytes, int descriptor) noexcept
+      : address(mapping), bytes(mapped_bytes), fd(descriptor) {}
+  MappingOwner(const MappingOwner&) = delete;
+  MappingOwner& operator=(const MappingOwner&) = delete;
+  ~MappingOwner() {
+    sys::ops().munmap(address, bytes);
+    // Closing the descriptor drops the shared lock: the channel may become stale.
+    if (fd >= 0) sys::ops().close(fd);
+  }
+};
+}  // namespace detail
+
 // Grants the implementation access to Channel's private constructor and fields.
 struct ChannelAccess {
   static Channel make() { return {}; }
@@ -117,6 +135,7 @@ struct ChannelAccess {
     channel.flags_ = meta.flags;
     channel.unblock_timeout_ns_ = meta.unblock_timeout_ns;
     channel.fd_ = fd;
+    channel.owner_ = std::make_shared<detail::MappingOwner>(mapping, mapped_bytes, fd);
     channel.mapped_bytes_ = mapped_bytes;
     channel.capacity_bytes_ = meta.capacity_bytes;
     channel.record_bytes_max_ = meta.record_bytes_max;
@@ -483,6 +502,7 @@ Channel::Channel(Channel&& other) noexcept
       flags_(other.flags_),
       kind_(other.kind_),
       fd_(std::exchange(other.fd_, -1)),
+      owner_(std::move(other.owner_)),
       read_only_(other.read_only_) {}
 
 Channel& Channel::operator=(Channel&& other) noexcept {
@@ -503,16 +523,36 @@ Channel& Channel::operator=(Channel&& other) noexcept {
     kind_ = other.kind_;
     fd_ = std::exchange(other.fd_, -1);
     read_only_ = other.read_only_;
+    owner_ = std::move(other.owner_);
   }
   return *this;
 }
 
 Channel::~Channel() { reset(); }
 
+Channel Channel::share() const {
+  Channel copy;
+  copy.name_ = name_;
+  copy.path_ = path_;
+  copy.header_ = header_;
+  copy.ring_ = ring_;
+  copy.mapped_bytes_ = mapped_bytes_;
+  copy.capacity_bytes_ = capacity_bytes_;
+  copy.record_bytes_max_ = record_bytes_max_;
+  copy.header_bytes_ = header_bytes_;
+  copy.unblock_timeout_ns_ = unblock_timeout_ns_;
+  copy.producers_max_ = producers_max_;
+  copy.consumers_max_ = consumers_max_;
+  copy.flags_ = flags_;
+  copy.kind_ = kind_;
+  copy.fd_ = fd_;
+  copy.read_only_ = read_only_;
+  copy.owner_ = owner_;
+  return copy;
+}
+
 void Channel::reset() noexcept {
-  if (header_ != nullptr) sys::ops().munmap(header_, mapped_bytes_);
-  // Closing the descriptor drops the shared lock: the channel may become stale.
-  if (fd_ >= 0) sys::ops().close(fd_);
+  owner_.reset();  // The last handle unmaps and closes.
   fd_ = -1;
   header_ = nullptr;
   ring_ = nullptr;
