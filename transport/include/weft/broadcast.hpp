@@ -82,10 +82,15 @@ class WEFT_EXPORT BroadcastProducer {
     // + header: the zeroed header after the record must also be free.
     const std::uint64_t reach = tail_ + needed + detail::kBroadcastHeaderBytes;
     if (lossy_) {
-      // Relaxed + release fence: every byte we write below is ordered after this store, for a
-      // consumer that reads one of them and then (acquire fence) this position.
-      header_->producer.reserve_position.store(reach, std::memory_order_relaxed);
-      std::atomic_thread_fence(std::memory_order_release);
+      if (reach > reserved_) [[unlikely]] {
+        // Reserve a step ahead, so that this line (which every lossy consumer loads per record)
+        // changes once per step instead of once per record.
+        reserved_ = reach + reserve_step_;
+        // Relaxed + release fence: every byte we write below is ordered after this store, for a
+        // consumer that reads one of them and then (acquire fence) this position.
+        header_->reserve.reserve_position.store(reserved_, std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_release);
+      }
     } else if (reach - min_head_cache_ > capacity_) [[unlikely]] {
       if (!refresh_min_head(reach)) {
         refused_bytes_ = needed + detail::kBroadcastHeaderBytes;
@@ -195,6 +200,8 @@ class WEFT_EXPORT BroadcastProducer {
   std::uint64_t refused_bytes_ = 0;
   std::uint64_t claims_refused_ = 0;
   std::int64_t liveness_checked_ns_ = 0;
+  std::uint64_t reserved_ = 0;      // Lossy: the reserve_position last stored.
+  std::uint64_t reserve_step_ = 0;  // Lossy: how far beyond the claim it reserves.
   std::uint32_t consumers_seen_ = 0;
   bool lossy_ = false;
   bool full_fence_ = true;
@@ -334,8 +341,7 @@ class WEFT_EXPORT BroadcastConsumer {
   [[nodiscard]] bool lapped(std::uint64_t position) const noexcept {
     // Relaxed: ordered after the loads it validates by the caller's acquire fence (or, before
     // any load, it is merely an early check).
-    return header_->producer.reserve_position.load(std::memory_order_relaxed) >
-           position + capacity_;
+    return header_->reserve.reserve_position.load(std::memory_order_relaxed) > position + capacity_;
   }
 
   [[nodiscard]] std::uint64_t checked_span(std::uint64_t position, std::uint64_t word) noexcept {

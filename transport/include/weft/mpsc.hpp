@@ -311,6 +311,9 @@ class WEFT_EXPORT MpscConsumer {
     detail::ring_bell(header_->space_sleepers, header_->space_seq, full_fence_);
   }
 
+  // Records (here and in the consumer block) / clears a taken-back chunk rest.
+  void remember_taken(std::uint64_t start, std::uint64_t end, std::uint32_t slot) noexcept;
+  void forget_taken() noexcept;
   // Pads [from, to) (split at the ring's end) so that the head can move past it.
   void pad(std::uint64_t from, std::uint64_t to) noexcept;
   void fail_corrupt(std::uint64_t position, std::uint64_t word) noexcept;
@@ -328,6 +331,12 @@ class WEFT_EXPORT MpscConsumer {
   std::uint64_t records_consumed_ = 0;
   std::uint64_t empty_polls_ = 0;
   std::uint64_t stall_position_ = detail::kNoPosition;  // Head when the current stall began.
+  // The rest [taken_start_, taken_end_) of producer slot taken_slot_'s chunk, taken back while
+  // that producer may still have been writing at taken_start_: at most that one record lands
+  // there; the rest is padded once it has (or once the producer has moved on).
+  std::uint64_t taken_start_ = detail::kNoPosition;
+  std::uint64_t taken_end_ = detail::kNoPosition;
+  std::uint32_t taken_slot_ = 0;
   std::int64_t stall_since_ns_ = 0;
   bool corrupted_ = false;
   bool full_fence_ = true;

@@ -128,9 +128,10 @@ Result<BroadcastProducer> BroadcastProducer::attach(Channel&& channel) {
   producer.sequence_ = sequence;
   // Relaxed (all): published by the release store of tail_position below.
   header.producer.records_committed.store(sequence, std::memory_order_relaxed);
-  header.producer.reserve_position.store(
-      std::max(tail, header.producer.reserve_position.load(std::memory_order_relaxed)),
-      std::memory_order_relaxed);
+  producer.reserved_ =
+      std::max(tail, header.reserve.reserve_position.load(std::memory_order_relaxed));
+  producer.reserve_step_ = std::min<std::uint64_t>(producer.capacity_ / 8, 65536);
+  header.reserve.reserve_position.store(producer.reserved_, std::memory_order_relaxed);
   // Release: publishes the recovered tail and sequence to joining consumers.
   header.producer.tail_position.store(tail, std::memory_order_release);
   producer.min_head_cache_ = tail;
@@ -153,6 +154,8 @@ BroadcastProducer::BroadcastProducer(BroadcastProducer&& other) noexcept
       refused_bytes_(other.refused_bytes_),
       claims_refused_(other.claims_refused_),
       liveness_checked_ns_(other.liveness_checked_ns_),
+      reserved_(other.reserved_),
+      reserve_step_(other.reserve_step_),
       consumers_seen_(other.consumers_seen_),
       lossy_(other.lossy_),
       full_fence_(other.full_fence_),

@@ -279,6 +279,18 @@ Result<MpscConsumer> MpscConsumer::attach(Channel&& channel) {
   const std::uint64_t zeroing_end = header.consumer.zeroing_end.load(std::memory_order_acquire);
   consumer.head_ = head;
   consumer.read_position_ = head;
+  // A rest of a chunk the previous consumer took back and had not padded yet. Relaxed (all):
+  // written only by the consumer role, acquired above with the role.
+  const std::uint64_t taken_end = header.consumer.taken_end.load(std::memory_order_relaxed);
+  const std::uint32_t taken_slot = header.consumer.taken_slot.load(std::memory_order_relaxed);
+  const std::uint64_t taken_start = header.consumer.taken_start.load(std::memory_order_relaxed);
+  if (taken_end != 0 && taken_end != detail::kNoPosition &&
+      taken_slot < consumer.channel_.producers_max() && taken_start < taken_end &&
+      taken_end - taken_start <= consumer.capacity_) {
+    consumer.taken_start_ = taken_start;
+    consumer.taken_end_ = taken_end;
+    consumer.taken_slot_ = taken_slot;
+  }
   // Relaxed: written only by the consumer role, which we now hold.
   consumer.records_consumed_ = header.consumer.records_consumed.load(std::memory_order_relaxed);
   if (zeroing_end > head && zeroing_end - head <= consumer.capacity_ &&
@@ -354,7 +366,14 @@ WaitStatus MpscConsumer::wait(std::chrono::nanoseconds timeout) noexcept {
     if (remaining <= 0) return WaitStatus::kTimedOut;
     // Acquire: pairs with the producers' CAS of tail_position.
     const Context context{this, header_->producer.tail_position.load(std::memory_order_acquire)};
-    const auto this_wait = std::min(slice, std::chrono::nanoseconds(remaining));
+    auto this_wait = std::min(slice, std::chrono::nanoseconds(remaining));
+    if (stall_position_ == read_position_) {
+      // A stall is being timed: wake when it times out, not up to a slice later.
+      const std::int64_t until = stall_since_ns_ +
+                                 static_cast<std::int64_t>(channel_.unblock_timeout_ns()) -
+                                 monotonic_ns() + 1'000'000;
+      this_wait = std::min(this_wait, std::chrono::nanoseconds(std::max<std::int64_t>(until, 0)));
+    }
     (void)detail::sleep_on_bell(header_->data_sleepers, header_->data_seq, ready, &context,
                                 this_wait);
   }
@@ -381,6 +400,34 @@ bool MpscConsumer::check_stalled() noexcept {
 
   detail::ProducerSlot* slots = channel_.producer_slots();
   const std::uint32_t slot_count = channel_.producers_max();
+  // A rest we took back earlier. The producer's slot may describe a newer chunk by now, so the
+  // range is remembered here, not looked up again.
+  if (taken_end_ != detail::kNoPosition) {
+    if (at < taken_start_ || at >= taken_end_) {
+      forget_taken();  // Consumed past it (it was padded, or filled).
+    } else if (at != taken_start_) {
+      // The one record that could land at taken_start_ did, and was read: nothing else can be
+      // written in [at, taken_end_) (every later claim of its producer fails the lowered limit).
+      pad(at, taken_end_);
+      forget_taken();
+      return true;
+    } else {
+      detail::ProducerSlot& slot = slots[taken_slot_];
+      // Acquire: pairs with the producer's release store of write_position, made after its
+      // commit at taken_start_ if there was one; the word load below then sees that commit.
+      if (slot.write_position.load(std::memory_order_acquire) == at) {
+        const bool alive =
+            detail::process_alive(slot.role.pid.load(std::memory_order_acquire),
+                                  slot.role.start_ticks.load(std::memory_order_acquire));
+        if (alive || !timed_out) return false;  // Mid-claim at `at`: its record may still land.
+      } else if (word_at(at).load(std::memory_order_acquire) != 0) {
+        return false;  // Landed just now: read it first.
+      }
+      pad(at, taken_end_);
+      forget_taken();
+      return true;
+    }
+  }
   // Whose chunk holds `at`? Acquire (all loads below): pair with the slot holders' stores; a dead
   // holder's are complete.
   for (std::uint32_t i = 0; i < slot_count; ++i) {
@@ -418,7 +465,10 @@ bool MpscConsumer::check_stalled() noexcept {
     // write_position is stored with release after the producer's earlier commits).
     if (slot.write_position.load(std::memory_order_acquire) == at ||
         word_at(at).load(std::memory_order_acquire) != 0) {
-      return false;  // Still writing there, or just committed: look again later.
+      // Still writing there, or just committed: look again later. The producer may close this
+      // chunk and open another before then (its slot no longer describes this one): remember it.
+      remember_taken(at, end, i);
+      return false;
     }
     pad(at, end);
     return true;
@@ -453,6 +503,24 @@ bool MpscConsumer::check_stalled() noexcept {
   header_->recovery.unblocks.fetch_add(1, std::memory_order_relaxed);
   header_->recovery.unblocked_bytes.fetch_add(end - at, std::memory_order_relaxed);
   return true;
+}
+
+void MpscConsumer::remember_taken(std::uint64_t start, std::uint64_t end,
+                                  std::uint32_t slot) noexcept {
+  taken_start_ = start;
+  taken_end_ = end;
+  taken_slot_ = slot;
+  // Relaxed (all): only the consumer role writes these; a successor reads them after acquiring
+  // the role, when our stores are complete.
+  header_->consumer.taken_start.store(start, std::memory_order_relaxed);
+  header_->consumer.taken_slot.store(slot, std::memory_order_relaxed);
+  header_->consumer.taken_end.store(end, std::memory_order_relaxed);
+}
+
+void MpscConsumer::forget_taken() noexcept {
+  taken_end_ = detail::kNoPosition;
+  // Relaxed: as in remember_taken().
+  header_->consumer.taken_end.store(detail::kNoPosition, std::memory_order_relaxed);
 }
 
 void MpscConsumer::pad(std::uint64_t from, std::uint64_t to) noexcept {

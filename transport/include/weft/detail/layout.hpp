@@ -97,9 +97,6 @@ struct alignas(kFalseSharingRange) ProducerBlock {
   RoleSlot role;
   std::atomic<std::uint64_t> records_committed;  // Data records committed, ever.
   std::atomic<std::uint64_t> claims_refused;  // Claims refused for lack of space (back pressure).
-  // Lossy broadcast: the end of the bytes the producer may be writing now, stored before it
-  // writes them; a consumer that copied a record checks it to know the copy is intact.
-  std::atomic<std::uint64_t> reserve_position;
 };
 
 struct alignas(kFalseSharingRange) ConsumerBlock {
@@ -109,6 +106,12 @@ struct alignas(kFalseSharingRange) ConsumerBlock {
   // MPSC: the consumer zeroes consumed bytes before it releases them; it stores the end of the
   // range here first, so that a consumer taking over from one killed mid-way can finish the job.
   std::atomic<std::uint64_t> zeroing_end;
+  // MPSC: the rest [taken_start, taken_end) of producer slot taken_slot's chunk that the consumer
+  // took back and has not padded yet (taken_end == kNoPosition: none). Kept here, not only in the
+  // consumer's memory, so that a consumer taking over from one killed meanwhile pads it.
+  std::atomic<std::uint64_t> taken_start;
+  std::atomic<std::uint64_t> taken_end;
+  std::atomic<std::uint32_t> taken_slot;
 };
 
 // A futex doorbell. The sleeping side announces itself in `sleepers` (its own block); the ringing
@@ -137,6 +140,12 @@ struct alignas(kFalseSharingRange) RecoveryCounters {
   std::atomic<std::uint64_t> detaches;  // Broadcast: dead consumers detached by the producer.
 };
 
+// Lossy broadcast: the producer's reserve_position on its own block, away from tail_position
+// (stored on every commit), since every lossy consumer loads it for every record it copies.
+struct alignas(kFalseSharingRange) ReserveBlock {
+  std::atomic<std::uint64_t> reserve_position;
+};
+
 struct ChannelHeader {
   ChannelMeta meta;             // offset 0
   ProducerBlock producer;       // offset 128
@@ -147,6 +156,7 @@ struct ChannelHeader {
   BellSeq space_seq;            // offset 768: bumped by the consumer to wake them
   ChannelConfig config;         // offset 896
   RecoveryCounters recovery;    // offset 1024
+  ReserveBlock reserve;         // offset 1152
 };
 
 // An MPSC producer's own block. A producer claims a chunk of the ring by compare-and-swap of
@@ -223,7 +233,7 @@ static_assert(header_bytes_for(0, 0) == kHeaderBytes, "SPSC keeps a one-page hea
 static_assert(offsetof(ProducerBlock, role) == 8, "layout documented in shm-layout.md");
 static_assert(offsetof(ProducerBlock, records_committed) == 32, "layout in shm-layout.md");
 static_assert(offsetof(ProducerBlock, claims_refused) == 40, "layout in shm-layout.md");
-static_assert(offsetof(ProducerBlock, reserve_position) == 48, "layout in shm-layout.md");
+static_assert(offsetof(ChannelHeader, reserve) == 1152, "layout in shm-layout.md");
 static_assert(offsetof(ConsumerBlock, records_consumed) == 32, "layout in shm-layout.md");
 static_assert(offsetof(ConsumerBlock, zeroing_end) == 40, "layout in shm-layout.md");
 static_assert(sizeof(RoleSlot) == 24, "layout documented in shm-layout.md");
