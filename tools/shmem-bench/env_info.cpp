@@ -119,6 +119,16 @@ nlohmann::json env_json(const EnvInfo& env, const Placement& placement, const Ti
   return j;
 }
 
+std::string env_summary(const EnvInfo& env, const Placement& placement) {
+  return fmt::format("{}, {} CPUs{}; {}; kernel {}; {} {}{}, weft {}; {}", env.cpu_model,
+                     env.cpus_online, env.hypervisor ? " (VM)" : "",
+                     placement.pinned ? fmt::format("side A CPU {}, side B CPU {}", placement.cpu_a,
+                                                    placement.cpu_b)
+                                      : std::string("not pinned"),
+                     env.kernel, env.compiler.substr(0, env.compiler.find(' ', 5)), env.build_type,
+                     env.ndebug ? "" : " (assertions on)", env.weft_version, env.date_utc);
+}
+
 std::vector<std::string> env_lines(const EnvInfo& env, const Placement& placement,
                                    const Timebase& clock) {
   std::vector<std::string> lines;

@@ -19,7 +19,8 @@ struct Placement {
   int node_a = -1;  // NUMA node of cpu_a, -1 when unknown.
   int node_b = -1;
   bool pinned = false;
-  std::string note;  // Why the processes are not pinned, when they are not.
+  std::string note;       // Why the processes are not pinned, when they are not.
+  std::vector<int> cpus;  // CPUs the benchmark may use, side A's and side B's first.
 };
 
 struct EnvInfo {
@@ -42,6 +43,9 @@ struct EnvInfo {
 int numa_node_of(int cpu);
 
 nlohmann::json env_json(const EnvInfo& env, const Placement& placement, const Timebase& clock);
+// One line: machine, CPU placement, kernel, build (chart footers, CSV headers).
+std::string env_summary(const EnvInfo& env, const Placement& placement);
+
 // Human-readable lines, each without a trailing newline.
 std::vector<std::string> env_lines(const EnvInfo& env, const Placement& placement,
                                    const Timebase& clock);

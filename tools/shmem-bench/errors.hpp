@@ -18,4 +18,10 @@ struct RunError : std::runtime_error {
   explicit RunError(const std::string& what) : std::runtime_error(what) {}
 };
 
+// A transport this machine does not offer as asked (a kernel limit, a missing privilege): the
+// comparison reports it as skipped, with the reason, and goes on.
+struct UnsupportedError : RunError {
+  explicit UnsupportedError(const std::string& what) : RunError(what) {}
+};
+
 }  // namespace shmem_bench

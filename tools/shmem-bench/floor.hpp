@@ -22,7 +22,10 @@ struct PhaseLimits {
   std::uint64_t warmup = 0;
   std::uint64_t messages = 0;
   std::uint64_t duration_ticks = 0;
-  double duration_s = 0;    // duration_ticks in seconds, for reports.
+  double duration_s = 0;  // duration_ticks in seconds, for reports.
+  // Ping-pong with messages == 0: the warm-up ends after this many ticks even if fewer than
+  // `warmup` round trips were made (large messages over slow transports); 0: no cap.
+  std::uint64_t warmup_ticks_max = 0;
   double timeout_s = 60.0;  // For waits on the child.
 };
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,7 +30,7 @@ namespace shmem_bench {
 namespace {
 
 // State the signal handler needs, kept in plain memory it can read safely.
-volatile sig_atomic_t g_child_pid = 0;
+volatile sig_atomic_t g_child_pids[kProcessesMax] = {};
 char g_scratch_dir[256] = {};
 
 // Removes every entry of g_scratch_dir, then the directory, with async-signal-safe system calls
@@ -59,9 +60,12 @@ void remove_scratch_dir_from_signal() noexcept {
 }
 
 extern "C" void on_fatal_signal(int signal_number) {
-  if (g_child_pid > 0) {
-    kill(g_child_pid, SIGKILL);
-    waitpid(g_child_pid, nullptr, 0);
+  for (int i = 0; i < kProcessesMax; ++i) {
+    const auto pid = static_cast<pid_t>(g_child_pids[i]);
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
   }
   remove_scratch_dir_from_signal();
   // Die of the same signal, so the caller sees the usual status.
@@ -92,10 +96,11 @@ void pin_to(int cpu, const char* who) {
   }
 }
 
-[[noreturn]] void child_main(Control& control, const ChildHandler& handler, pid_t parent) {
+[[noreturn]] void child_main(ChildContext& context, const ChildHandler& handler, pid_t parent) {
   // Die with the parent, whatever kills it; and check it did not die before the request.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(kExitRunError);
+  Control& control = context.control;
   std::uint64_t seen = 0;
   for (;;) {
     std::uint64_t word = 0;
@@ -111,6 +116,7 @@ void pin_to(int cpu, const char* who) {
         weft::cpu_relax();
       } else {
         usleep(100);
+        if (getppid() != parent) _exit(kExitRunError);
       }
     }
     seen = word;
@@ -119,7 +125,7 @@ void pin_to(int cpu, const char* who) {
     report = ChildReport{};
     if (command != Command::kQuit) {
       try {
-        handler(command, control);
+        handler(command, context);
         report.ok = 1;
       } catch (const std::exception& e) {
         copy_text(report.error, e.what());
@@ -135,7 +141,7 @@ void pin_to(int cpu, const char* who) {
 
 }  // namespace
 
-Placement choose_placement(const std::optional<std::pair<int, int>>& requested) {
+Placement choose_placement(const std::optional<std::vector<int>>& requested) {
   Placement placement;
   cpu_set_t allowed;
   CPU_ZERO(&allowed);
@@ -146,30 +152,35 @@ Placement choose_placement(const std::optional<std::pair<int, int>>& requested) 
     return cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(static_cast<std::size_t>(cpu), &allowed);
   };
   if (requested) {
-    const auto [a, b] = *requested;
-    if (a == b) throw UsageError(fmt::format("--cpus {},{}: the two CPUs must differ", a, b));
-    for (const int cpu : {a, b}) {
-      if (!is_allowed(cpu)) {
+    const std::vector<int>& cpus = *requested;
+    for (std::size_t i = 0; i < cpus.size(); ++i) {
+      if (!is_allowed(cpus[i])) {
         throw UsageError(fmt::format(
-            "--cpus: CPU {} is not online or not in this process's affinity mask ({} allowed)", cpu,
-            CPU_COUNT(&allowed)));
+            "--cpus: CPU {} is not online or not in this process's affinity mask ({} allowed)",
+            cpus[i], CPU_COUNT(&allowed)));
+      }
+      for (std::size_t j = 0; j < i; ++j) {
+        if (cpus[j] == cpus[i]) {
+          throw UsageError(
+              fmt::format("--cpus: CPU {} is listed twice; the CPUs must differ", cpus[i]));
+        }
       }
     }
-    placement.cpu_a = a;
-    placement.cpu_b = b;
+    placement.cpus = cpus;
   } else {
-    for (int cpu = 0; cpu < CPU_SETSIZE && placement.cpu_b < 0; ++cpu) {
-      if (!is_allowed(cpu)) continue;
-      (placement.cpu_a < 0 ? placement.cpu_a : placement.cpu_b) = cpu;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (is_allowed(cpu)) placement.cpus.push_back(cpu);
     }
-    if (placement.cpu_b < 0) {
-      placement.cpu_a = -1;
+    if (placement.cpus.size() < 2) {
+      placement.cpus.clear();
       placement.note =
-          "fewer than 2 CPUs allowed; both processes share one CPU, results are "
+          "fewer than 2 CPUs allowed; all processes share one CPU, results are "
           "dominated by the scheduler";
       return placement;
     }
   }
+  placement.cpu_a = placement.cpus[0];
+  placement.cpu_b = placement.cpus[1];
   placement.pinned = true;
   placement.node_a = numa_node_of(placement.cpu_a);
   placement.node_b = numa_node_of(placement.cpu_b);
@@ -215,120 +226,291 @@ ScratchDir::~ScratchDir() {
   g_scratch_dir[0] = '\0';
 }
 
-Peer::Peer(const Placement& placement, ChildHandler handler) {
-  void* mapping = mmap(nullptr, sizeof(Control), PROT_READ | PROT_WRITE,
+struct SharedBlock {
+  Control controls[kProcessesMax];
+  Board board;
+  Histogram histograms[kProcessesMax];
+};
+
+Peer::Peer(const Placement& placement, ChildHandler handler) : handler_(std::move(handler)) {
+  void* mapping = mmap(nullptr, sizeof(SharedBlock), PROT_READ | PROT_WRITE,
                        MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (mapping == MAP_FAILED) {
-    throw RunError(fmt::format("mmap of the control block: {}", std::strerror(errno)));
+    throw RunError(fmt::format("mmap of the control blocks: {}", std::strerror(errno)));
   }
-  control_ = new (mapping) Control{};
+  shared_ = new (mapping) SharedBlock{};
+  pids_.fill(-1);
+  cpus_.fill(-1);
+  fd_sockets_.fill(-1);
+  parent_ = getpid();
   pin_to(placement.cpu_a, "parent (side A)");
+  try {
+    fork_child(0, placement.cpu_b);
+  } catch (...) {
+    munmap(shared_, sizeof(SharedBlock));
+    shared_ = nullptr;
+    throw;
+  }
+}
+
+Control& Peer::control(int index) noexcept {
+  return shared_->controls[static_cast<std::size_t>(index)];
+}
+
+Board& Peer::board() noexcept { return shared_->board; }
+
+Histogram& Peer::histogram(int index) noexcept {
+  return shared_->histograms[static_cast<std::size_t>(index)];
+}
+
+void Peer::fork_child(int index, int cpu) {
+  const auto i = static_cast<std::size_t>(index);
+  int sockets[2] = {-1, -1};
+  if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sockets) != 0) {
+    throw RunError(fmt::format("socketpair: {}", std::strerror(errno)));
+  }
+  Control& control = shared_->controls[i];
+  // The slot may have served a child that was killed: start its serials afresh. Relaxed: no child
+  // reads this block yet; fork publishes it.
+  control.command.value.store(0, std::memory_order_relaxed);
+  control.done.value.store(0, std::memory_order_relaxed);
+  serials_[i] = 0;
   std::fflush(nullptr);  // The child must not flush the parent's buffered output again.
-  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) {
     const int err = errno;
-    munmap(mapping, sizeof(Control));
+    close(sockets[0]);
+    close(sockets[1]);
     throw RunError(fmt::format("fork: {}", std::strerror(err)));
   }
   if (pid == 0) {
     reset_signal_handlers();
-    g_child_pid = 0;
+    for (auto& p : g_child_pids) p = 0;
     g_scratch_dir[0] = '\0';
+    close(sockets[0]);
+    for (const int fd : fd_sockets_) {
+      if (fd >= 0) close(fd);
+    }
     try {
-      pin_to(placement.cpu_b, "child (side B)");
+      pin_to(cpu, index == 0 ? "child (side B)" : "worker process");
     } catch (const std::exception& e) {
       std::fprintf(stderr, "shmem-bench: %s\n", e.what());
       _exit(kExitRunError);
     }
-    child_main(*control_, handler, parent);
+    ChildContext context{control, shared_->board,
+                         shared_->histograms[static_cast<std::size_t>(index)], index, sockets[1]};
+    child_main(context, handler_, parent_);
   }
-  pid_ = pid;
-  g_child_pid = pid;
+  close(sockets[1]);
+  fd_sockets_[i] = sockets[0];
+  pids_[i] = pid;
+  cpus_[i] = cpu;
+  g_child_pids[i] = pid;
 }
+
+int Peer::spawn(int cpu) {
+  for (int index = 1; index < kProcessesMax; ++index) {
+    if (pids_[static_cast<std::size_t>(index)] > 0) continue;
+    fork_child(index, cpu);
+    return index;
+  }
+  throw RunError(fmt::format("more than {} worker processes", kWorkersMax));
+}
+
+std::uint64_t Peer::kill_child(int index) {
+  const auto i = static_cast<std::size_t>(index);
+  const std::uint64_t now_ns = monotonic_ns();
+  if (pids_[i] > 0) {
+    kill(pids_[i], SIGKILL);
+    while (waitpid(pids_[i], nullptr, 0) < 0 && errno == EINTR) {
+    }
+    pids_[i] = -1;
+    g_child_pids[i] = 0;
+  }
+  if (fd_sockets_[i] >= 0) {
+    close(fd_sockets_[i]);
+    fd_sockets_[i] = -1;
+  }
+  return now_ns;
+}
+
+void Peer::reap(int index, bool post_quit) {
+  const auto i = static_cast<std::size_t>(index);
+  if (pids_[i] <= 0) return;
+  bool exited = false;
+  if (post_quit) post(index, Command::kQuit);
+  // Relaxed: only ends a loop the child may still be in after a failed run; the quit command is
+  // published by post()'s release store.
+  control(index).stop.value.store(1, std::memory_order_relaxed);
+  shared_->board.stop.value.store(1, std::memory_order_relaxed);
+  const std::uint64_t deadline_ns = monotonic_ns() + 1'000'000'000;
+  while (monotonic_ns() < deadline_ns) {
+    if (waitpid(pids_[i], nullptr, WNOHANG) == pids_[i]) {
+      exited = true;
+      break;
+    }
+    usleep(1000);
+  }
+  if (!exited) {
+    kill(pids_[i], SIGKILL);
+    while (waitpid(pids_[i], nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+  pids_[i] = -1;
+  g_child_pids[i] = 0;
+  if (fd_sockets_[i] >= 0) {
+    close(fd_sockets_[i]);
+    fd_sockets_[i] = -1;
+  }
+}
+
+void Peer::retire(int index) { reap(index, true); }
 
 Peer::~Peer() {
-  if (pid_ > 0) {
-    bool exited = false;
-    if (control_ != nullptr) {
-      post(Command::kQuit);
-      // Relaxed: only ends an echo loop the child may still be in after a failed run; the quit
-      // command is published by post()'s release store.
-      control_->stop.value.store(1, std::memory_order_relaxed);
-      const std::uint64_t deadline_ns = monotonic_ns() + 1'000'000'000;
-      while (monotonic_ns() < deadline_ns) {
-        if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-          exited = true;
-          break;
-        }
-        usleep(1000);
-      }
-    }
-    if (!exited) {
-      kill(pid_, SIGKILL);
-      while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
-      }
-    }
-    g_child_pid = 0;
+  if (shared_ == nullptr) return;
+  // Ask them all at once, then reap: a second each at most, in parallel.
+  for (int index = 0; index < kProcessesMax; ++index) {
+    if (pids_[static_cast<std::size_t>(index)] > 0) post(index, Command::kQuit);
   }
-  if (control_ != nullptr) munmap(control_, sizeof(Control));
+  for (int index = 0; index < kProcessesMax; ++index) reap(index, false);
+  munmap(shared_, sizeof(SharedBlock));
 }
 
-void Peer::post(Command command) {
-  Control& c = *control_;
+void Peer::post(int index, Command command) {
+  Control& c = control(index);
   // Relaxed (these three): the release store of `command` below publishes them to the child.
   c.stop.value.store(0, std::memory_order_relaxed);
   c.consumer_stop.value.store(0, std::memory_order_relaxed);
   c.produced.value.store(0, std::memory_order_relaxed);
-  ++serial_;
+  const auto i = static_cast<std::size_t>(index);
+  ++serials_[i];
   // Release: publishes params and the resets above to the child's acquire load.
-  c.command.value.store((serial_ << 8) | static_cast<std::uint64_t>(command),
+  c.command.value.store((serials_[i] << 8) | static_cast<std::uint64_t>(command),
                         std::memory_order_release);
 }
 
-const ChildReport& Peer::wait_done(double timeout_s) {
+const ChildReport& Peer::wait_done(int index, double timeout_s) {
   const std::uint64_t deadline_ns = monotonic_ns() + static_cast<std::uint64_t>(timeout_s * 1e9);
   std::uint64_t spins = 0;
+  Control& c = control(index);
+  const std::uint64_t serial = serials_[static_cast<std::size_t>(index)];
   // Acquire: pairs with the child's release store of `done`; the report is visible.
-  while (control_->done.value.load(std::memory_order_acquire) != serial_) {
+  while (c.done.value.load(std::memory_order_acquire) != serial) {
     weft::cpu_relax();
     if ((++spins & 0xffff) == 0) {
-      check_alive();
+      check_alive(index);
       if (monotonic_ns() > deadline_ns) {
         throw RunError(
             fmt::format("the child process did not finish its command within {:.0f} s", timeout_s));
       }
+      // A long wait (the child drains, or several processes share a CPU): let the others run.
+      if (spins > (1U << 20)) sched_yield();
     }
   }
-  const ChildReport& report = control_->report;
+  const ChildReport& report = c.report;
   if (report.ok == 0) {
     throw RunError(fmt::format("child process: {}", report.error));
   }
   return report;
 }
 
-void Peer::check_alive() {
-  int status = 0;
-  const pid_t r = waitpid(pid_, &status, WNOHANG);
-  if (r == pid_) {
-    pid_ = -1;
-    g_child_pid = 0;
+void Peer::check_alive(int index) {
+  for (int i = 0; i < kProcessesMax; ++i) {
+    if (index >= 0 && i != index) continue;
+    const auto u = static_cast<std::size_t>(i);
+    if (pids_[u] <= 0) continue;
+    int status = 0;
+    const pid_t r = waitpid(pids_[u], &status, WNOHANG);
+    if (r != pids_[u]) continue;
+    pids_[u] = -1;
+    g_child_pids[u] = 0;
+    const std::string who = i == 0 ? "the child process (side B)" : fmt::format("worker {}", i);
     if (WIFSIGNALED(status)) {
-      throw RunError(fmt::format("the child process died of signal {} ({})", WTERMSIG(status),
+      throw RunError(fmt::format("{} died of signal {} ({})", who, WTERMSIG(status),
                                  strsignal(WTERMSIG(status))));
     }
-    throw RunError(
-        fmt::format("the child process exited early with status {}", WEXITSTATUS(status)));
+    throw RunError(fmt::format("{} exited early with status {}", who, WEXITSTATUS(status)));
   }
+}
+
+void Peer::check_failed() {
+  for (int i = 0; i < kProcessesMax; ++i) {
+    const auto u = static_cast<std::size_t>(i);
+    if (pids_[u] <= 0 || serials_[u] == 0) continue;
+    Control& c = control(i);
+    // Acquire: pairs with the child's release store of `done`; the report is visible.
+    if (c.done.value.load(std::memory_order_acquire) == serials_[u] && c.report.ok == 0) {
+      throw RunError(fmt::format("{}: {}", i == 0 ? "child process" : fmt::format("worker {}", i),
+                                 c.report.error));
+    }
+  }
+}
+
+void Peer::send_fds(int index, std::span<const int> fds) {
+  const int socket = fd_sockets_[static_cast<std::size_t>(index)];
+  if (socket < 0) throw RunError("send_fds: no such child");
+  constexpr std::size_t kFdsMax = 8;
+  if (fds.size() > kFdsMax || fds.empty()) throw RunError("send_fds: 1 to 8 descriptors");
+  char byte = 'f';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char buffer[CMSG_SPACE(sizeof(int) * kFdsMax)] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = buffer;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+  if (sendmsg(socket, &msg, MSG_NOSIGNAL) != 1) {
+    throw RunError(fmt::format("sendmsg (passing descriptors): {}", std::strerror(errno)));
+  }
+}
+
+std::vector<int> receive_fds(int fd_socket, std::size_t count) {
+  constexpr std::size_t kFdsMax = 8;
+  if (count > kFdsMax || count == 0) throw RunError("receive_fds: 1 to 8 descriptors");
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char buffer[CMSG_SPACE(sizeof(int) * kFdsMax)] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = buffer;
+  msg.msg_controllen = sizeof(buffer);
+  if (recvmsg(fd_socket, &msg, MSG_CMSG_CLOEXEC) != 1) {
+    throw RunError(fmt::format("recvmsg (receiving descriptors): {}", std::strerror(errno)));
+  }
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  if (cmsg == nullptr || cmsg->cmsg_type != SCM_RIGHTS ||
+      cmsg->cmsg_len != CMSG_LEN(sizeof(int) * count)) {
+    throw RunError("recvmsg: the descriptors did not arrive as expected");
+  }
+  std::vector<int> fds(count);
+  std::memcpy(fds.data(), CMSG_DATA(cmsg), sizeof(int) * count);
+  return fds;
 }
 
 void StallGuard::slow_check() {
   peer_->check_alive();
+  peer_->check_failed();
   const std::uint64_t now_ns = monotonic_ns();
   if (stalled_since_ns_ == 0) {
     stalled_since_ns_ = now_ns;
   } else if (now_ns - stalled_since_ns_ > stall_ns_) {
     throw RunError(fmt::format("no progress from the child process for {:.1f} s",
+                               static_cast<double>(now_ns - stalled_since_ns_) / 1e9));
+  }
+}
+
+void ChildStallGuard::slow_check() {
+  const std::uint64_t now_ns = monotonic_ns();
+  if (stalled_since_ns_ == 0) {
+    stalled_since_ns_ = now_ns;
+  } else if (now_ns - stalled_since_ns_ > stall_ns_) {
+    throw RunError(fmt::format("no progress from the other processes for {:.1f} s",
                                static_cast<double>(now_ns - stalled_since_ns_) / 1e9));
   }
 }
