@@ -465,7 +465,7 @@ class WeftChildEnd final : public ChildEnd {
     limits.producers = params.producers;
     limits.timed_by_consumer = kTransport != Transport::kBroadcast;
     limits.timeout_s = params.timeout_ms / 1e3;
-    Idler idler(params.idle != 0);
+    Idler idler(params.idle != 0, kStreamPauses);
     const bool touch_all = (params.flags & kFlagTouchAll) != 0;
     Consumed c;
     try {

@@ -39,12 +39,21 @@ namespace shmem_bench {
 
 // What a process does when it cannot make progress: busy-spin when it has its CPU to itself,
 // spin a little then sched_yield when it shares its CPU with another process of the benchmark.
+// A streaming consumer (closed-loop throughput) pauses longer after an empty poll
+// (weft::StreamingIdle), so that the producer gets a few lines ahead instead of having the line
+// it fills pulled away after every record; latency loops never use it.
 class Idler {
  public:
-  explicit Idler(bool yields) noexcept : yields_(yields) { spin_yield_.spin_count = 100; }
+  explicit Idler(bool yields, std::uint32_t stream_pauses = 0) noexcept
+      : yields_(yields), stream_pauses_(stream_pauses) {
+    spin_yield_.spin_count = 100;
+    streaming_.pause_count = stream_pauses;
+  }
   void idle() noexcept {
     if (yields_) {
       spin_yield_.idle(0);
+    } else if (stream_pauses_ != 0) {
+      streaming_.idle(0);
     } else {
       weft::cpu_relax();
     }
@@ -53,8 +62,13 @@ class Idler {
 
  private:
   bool yields_;
+  std::uint32_t stream_pauses_;
   weft::SpinYieldIdle spin_yield_;
+  weft::StreamingIdle streaming_;
 };
+
+// Pauses of the streaming consumer after an empty poll (about 64 x 12 ns here).
+inline constexpr std::uint32_t kStreamPauses = 64;
 
 // The sequence word of record `seq` from producer `producer` (MPSC tags records with their
 // producer in the top byte).
