@@ -34,29 +34,6 @@ namespace {
 constexpr std::int64_t kLivenessCheckIntervalNs = 10'000'000;  // Dead-consumer scans, at most.
 constexpr std::uint32_t kDetachingPid = detail::kSlotBusyPid;  // The producer is detaching it.
 
-std::int64_t monotonic_ns() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
-Result<void> check_broadcast(const Channel& channel, const char* role) {
-  if (channel.header() == nullptr) {
-    return detail::fail(Errc::kInvalidArgument, 0, "attach", "the channel handle is empty");
-  }
-  if (channel.read_only()) {
-    return detail::fail(Errc::kInvalidArgument, 0, "attach",
-                        "{}: opened read-only; a {} needs a read-write mapping", channel.path(),
-                        role);
-  }
-  if (channel.kind() != ChannelKind::kBroadcast) {
-    return detail::fail(Errc::kInvalidArgument, 0, "attach",
-                        "{}: not a broadcast channel (kind {}); open it with the matching class",
-                        channel.path(), static_cast<std::uint32_t>(channel.kind()));
-  }
-  return {};
-}
-
 }  // namespace
 
 // ---- BroadcastProducer -----------------------------------------------------------------------
@@ -85,7 +62,8 @@ Result<BroadcastProducer> BroadcastProducer::open(std::string_view name,
 }
 
 Result<BroadcastProducer> BroadcastProducer::attach(Channel&& channel) {
-  if (auto ok = check_broadcast(channel, "producer"); !ok) return unexpected(ok.error());
+  if (auto ok = detail::check_attachable(channel, ChannelKind::kBroadcast, "producer"); !ok)
+    return unexpected(ok.error());
   detail::ChannelHeader& header = *channel.header();
   if (auto ok = detail::take_role(header.producer.role, channel.path(), "producer"); !ok) {
     return unexpected(ok.error());
@@ -196,7 +174,7 @@ bool BroadcastProducer::refresh_min_head(std::uint64_t reach) noexcept {
   scan();
   if (reach - min_head_cache_ <= capacity_) return true;
   // Still full: is a dead consumer holding us back? Look now and then, not on every retry.
-  const std::int64_t now = monotonic_ns();
+  const std::int64_t now = detail::monotonic_ns();
   if (now - liveness_checked_ns_ < kLivenessCheckIntervalNs) return false;
   liveness_checked_ns_ = now;
   bool detached_any = false;
@@ -265,7 +243,7 @@ WaitStatus BroadcastProducer::wait(std::chrono::nanoseconds timeout) noexcept {
   detail::beat(header_->producer.role);
   for (;;) {
     if (refresh_min_head(reach)) return WaitStatus::kReady;
-    const std::int64_t remaining = deadline - monotonic_ns();
+    const std::int64_t remaining = deadline - detail::monotonic_ns();
     if (remaining <= 0) return WaitStatus::kTimedOut;
     const auto slice = std::min(kSlice, std::chrono::nanoseconds(remaining));
     if (detail::sleep_on_bell(header_->space_sleepers, header_->space_seq, ready, &context,
@@ -294,7 +272,8 @@ Result<BroadcastConsumer> BroadcastConsumer::open(std::string_view name,
 }
 
 Result<BroadcastConsumer> BroadcastConsumer::attach(Channel&& channel) {
-  if (auto ok = check_broadcast(channel, "consumer"); !ok) return unexpected(ok.error());
+  if (auto ok = detail::check_attachable(channel, ChannelKind::kBroadcast, "consumer"); !ok)
+    return unexpected(ok.error());
   detail::ConsumerSlot* slots = channel.consumer_slots();
   const std::uint32_t slot_count = channel.consumers_max();
   for (std::uint32_t i = 0; i < slot_count; ++i) {

@@ -12,29 +12,6 @@
 namespace weft {
 namespace {
 
-std::int64_t monotonic_ns() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
-Result<void> check_mpsc(const Channel& channel, const char* role) {
-  if (channel.header() == nullptr) {
-    return detail::fail(Errc::kInvalidArgument, 0, "attach", "the channel handle is empty");
-  }
-  if (channel.read_only()) {
-    return detail::fail(Errc::kInvalidArgument, 0, "attach",
-                        "{}: opened read-only; a {} needs a read-write mapping", channel.path(),
-                        role);
-  }
-  if (channel.kind() != ChannelKind::kMpsc) {
-    return detail::fail(Errc::kInvalidArgument, 0, "attach",
-                        "{}: not an MPSC channel (kind {}); open it with the matching class",
-                        channel.path(), static_cast<std::uint32_t>(channel.kind()));
-  }
-  return {};
-}
-
 bool covers(std::uint64_t start, std::uint64_t end, std::uint64_t position) noexcept {
   return start != detail::kNoPosition && start <= position && position < end;
 }
@@ -66,7 +43,8 @@ Result<MpscProducer> MpscProducer::open(std::string_view name, const OpenOptions
 }
 
 Result<MpscProducer> MpscProducer::attach(Channel&& channel) {
-  if (auto ok = check_mpsc(channel, "producer"); !ok) return unexpected(ok.error());
+  if (auto ok = detail::check_attachable(channel, ChannelKind::kMpsc, "producer"); !ok)
+    return unexpected(ok.error());
   detail::ProducerSlot* slots = channel.producer_slots();
   const std::uint32_t slot_count = channel.producers_max();
   // Acquire: pairs with the consumer's release store; claims ending below it are resolved.
@@ -262,7 +240,8 @@ Result<MpscConsumer> MpscConsumer::open(std::string_view name, const OpenOptions
 }
 
 Result<MpscConsumer> MpscConsumer::attach(Channel&& channel) {
-  if (auto ok = check_mpsc(channel, "consumer"); !ok) return unexpected(ok.error());
+  if (auto ok = detail::check_attachable(channel, ChannelKind::kMpsc, "consumer"); !ok)
+    return unexpected(ok.error());
   detail::ChannelHeader& header = *channel.header();
   if (auto ok = detail::take_role(header.consumer.role, channel.path(), "consumer"); !ok) {
     return unexpected(ok.error());
@@ -362,7 +341,7 @@ WaitStatus MpscConsumer::wait(std::chrono::nanoseconds timeout) noexcept {
       1'000'000, static_cast<std::int64_t>(channel_.unblock_timeout_ns() / 4)));
   for (;;) {
     if (check_stalled() || has_record()) return WaitStatus::kReady;
-    const std::int64_t remaining = deadline - monotonic_ns();
+    const std::int64_t remaining = deadline - detail::monotonic_ns();
     if (remaining <= 0) return WaitStatus::kTimedOut;
     // Acquire: pairs with the producers' CAS of tail_position.
     const Context context{this, header_->producer.tail_position.load(std::memory_order_acquire)};
@@ -371,7 +350,7 @@ WaitStatus MpscConsumer::wait(std::chrono::nanoseconds timeout) noexcept {
       // A stall is being timed: wake when it times out, not up to a slice later.
       const std::int64_t until = stall_since_ns_ +
                                  static_cast<std::int64_t>(channel_.unblock_timeout_ns()) -
-                                 monotonic_ns() + 1'000'000;
+                                 detail::monotonic_ns() + 1'000'000;
       this_wait = std::min(this_wait, std::chrono::nanoseconds(std::max<std::int64_t>(until, 0)));
     }
     (void)detail::sleep_on_bell(header_->data_sleepers, header_->data_seq, ready, &context,
@@ -390,7 +369,7 @@ bool MpscConsumer::check_stalled() noexcept {
     stall_position_ = detail::kNoPosition;
     return false;
   }
-  const std::int64_t now = monotonic_ns();
+  const std::int64_t now = detail::monotonic_ns();
   if (stall_position_ != at) {
     stall_position_ = at;
     stall_since_ns_ = now;

@@ -42,6 +42,33 @@ bool read_proc_stat(std::uint32_t pid, char* state, std::uint64_t* start_ticks) 
 
 }  // namespace
 
+std::int64_t monotonic_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+Result<void> check_attachable(const Channel& channel, ChannelKind kind, const char* role) {
+  if (channel.header() == nullptr) {
+    return fail(Errc::kInvalidArgument, 0, "attach", "the channel handle is empty");
+  }
+  if (channel.read_only()) {
+    return fail(Errc::kInvalidArgument, 0, "attach",
+                "{}: opened read-only; a {} needs a read-write mapping", channel.path(), role);
+  }
+  if (channel.kind() != kind) {
+    constexpr const char* kNames[] = {"an unknown", "an SPSC", "an MPSC", "a broadcast"};
+    const auto name = [&](ChannelKind k) {
+      const auto index = static_cast<std::uint32_t>(k);
+      return index < 4 ? kNames[index] : kNames[0];
+    };
+    return fail(Errc::kInvalidArgument, 0, "attach",
+                "{}: not {} channel (it is {} channel): open it with the matching class",
+                channel.path(), name(kind), name(channel.kind()));
+  }
+  return {};
+}
+
 std::uint64_t process_start_ticks(std::uint32_t pid) noexcept {
   char state = 0;
   std::uint64_t ticks = 0;

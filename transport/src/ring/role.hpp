@@ -4,10 +4,18 @@
 #include <cstdint>
 #include <string_view>
 
+#include "weft/channel.hpp"
 #include "weft/detail/layout.hpp"
 #include "weft/result.hpp"
 
 namespace weft::detail {
+
+// CLOCK_MONOTONIC in nanoseconds.
+std::int64_t monotonic_ns() noexcept;
+
+// kInvalidArgument unless `channel` is mapped read-write and of `kind`; `role` names the caller
+// ("producer", "consumer") in the message.
+Result<void> check_attachable(const Channel& channel, ChannelKind kind, const char* role);
 
 // A pid value no process has: marks a slot that its detacher owns for a moment.
 inline constexpr std::uint32_t kSlotBusyPid = 0xffff'ffff;

@@ -13,22 +13,6 @@ namespace {
 constexpr const char* kProducerRole = "producer";
 constexpr const char* kConsumerRole = "consumer";
 
-Result<void> check_attachable(const Channel& channel, const char* role) {
-  if (channel.header() == nullptr) {
-    return detail::fail(Errc::kInvalidArgument, 0, "attach", "the channel handle is empty");
-  }
-  if (channel.read_only()) {
-    return detail::fail(Errc::kInvalidArgument, 0, "attach",
-                        "{}: opened read-only; a {} needs a read-write mapping", channel.path(),
-                        role);
-  }
-  if (channel.kind() != detail::ChannelKind::kSpsc) {
-    return detail::fail(Errc::kInvalidArgument, 0, "attach", "{}: not an SPSC channel",
-                        channel.path());
-  }
-  return {};
-}
-
 }  // namespace
 
 // ---- SpscProducer ----------------------------------------------------------------------------
@@ -54,7 +38,8 @@ Result<SpscProducer> SpscProducer::open(std::string_view name, const OpenOptions
 }
 
 Result<SpscProducer> SpscProducer::attach(Channel&& channel) {
-  if (auto ok = check_attachable(channel, kProducerRole); !ok) return unexpected(ok.error());
+  if (auto ok = detail::check_attachable(channel, ChannelKind::kSpsc, kProducerRole); !ok)
+    return unexpected(ok.error());
   detail::ChannelHeader& header = *channel.header();
   if (auto ok = detail::take_role(header.producer.role, channel.path(), kProducerRole); !ok) {
     return unexpected(ok.error());
@@ -188,7 +173,8 @@ Result<SpscConsumer> SpscConsumer::open(std::string_view name, const OpenOptions
 }
 
 Result<SpscConsumer> SpscConsumer::attach(Channel&& channel) {
-  if (auto ok = check_attachable(channel, kConsumerRole); !ok) return unexpected(ok.error());
+  if (auto ok = detail::check_attachable(channel, ChannelKind::kSpsc, kConsumerRole); !ok)
+    return unexpected(ok.error());
   detail::ChannelHeader& header = *channel.header();
   if (auto ok = detail::take_role(header.consumer.role, channel.path(), kConsumerRole); !ok) {
     return unexpected(ok.error());
