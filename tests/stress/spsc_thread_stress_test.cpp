@@ -60,8 +60,8 @@ TEST_P(SpscThreadStressTest, EveryRecordArrivesOnceInOrderIntact) {
   TempDir dir;
   // Both roles on one mapping (Channel::share): with two mappings the threads would touch the
   // ring at different addresses and ThreadSanitizer could not see a missing release/acquire.
-  auto channel =
-      Channel::create("stress", dir.channel_options(config.capacity_bytes, config.record_bytes_max));
+  auto channel = Channel::create(
+      "stress", dir.channel_options(config.capacity_bytes, config.record_bytes_max));
   ASSERT_TRUE(channel) << channel.error().message();
   auto producer = SpscProducer::attach(channel->share());
   ASSERT_TRUE(producer) << producer.error().message();
