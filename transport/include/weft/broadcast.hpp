@@ -15,10 +15,13 @@
 //   by storing its head, issuing a full fence and re-reading tail_position; the producer scans
 //   the heads behind a full fence (see join() in broadcast.cpp).
 //   Lossy flavour: the producer never waits. Before writing it stores reserve_position (the end
-//   of what it may overwrite) and issues a release fence; a consumer copies a record out, issues
-//   an acquire fence and reloads reserve_position: if the producer may have reached the record's
-//   bytes a lap later, the copy is discarded and the consumer jumps to tail_position, learning
-//   from the sequence number there exactly how many records it lost.
+//   of what it may overwrite) and issues a release fence. A consumer reads only below the
+//   tail_position it last acquired (every record there was complete when the tail was stored),
+//   through uninstrumented loads of header and payload (a lap later the producer writes payload
+//   over them with plain stores), issues an acquire fence and reloads reserve_position: if the
+//   producer may have reached the record's bytes a lap later, the copy is discarded and the
+//   consumer jumps to tail_position, learning from the sequence number there exactly how many
+//   records it lost.
 #pragma once
 
 #include <atomic>
@@ -53,6 +56,9 @@ namespace detail {
 // The copy is validated afterwards (see BroadcastConsumer); the race is intended, so the copy is
 // kept out of ThreadSanitizer's view.
 WEFT_EXPORT void racy_copy(void* destination, const void* source, std::size_t bytes) noexcept;
+// Loads the 8-byte word at `source` the same way, for a lossy consumer's record headers: the
+// producer may be writing a later lap's payload over them with plain stores.
+WEFT_EXPORT std::uint64_t racy_load(const void* source) noexcept;
 }  // namespace detail
 
 class WEFT_EXPORT BroadcastProducer {
@@ -236,18 +242,41 @@ class WEFT_EXPORT BroadcastConsumer {
     }
     std::uint64_t position = head_;
     while (result.count < records_max) {
-      // Acquire: pairs with the producer's release store of this word in commit() or
-      // publish_padding().
-      const std::uint64_t word = word_at(position).load(std::memory_order_acquire);
-      if (word == 0) {
-        // Lossy: a zero left by a later lap also reads as "empty"; tell the two apart.
-        if (lossy_ && lapped(position)) [[unlikely]] {
-          if (!resync(position, result)) break;
-          continue;
+      std::uint64_t word = 0;
+      if (lossy_) {
+        // Lossy: records are read only below the producer's tail, and their bytes through
+        // uninstrumented loads validated by lapped() afterwards (a lap later the producer writes
+        // payload over them with plain stores).
+        if (position >= tail_seen_) {
+          // Acquire: pairs with the producer's release store of tail_position in commit() and
+          // publish_padding(): every record below it was complete when it was stored.
+          tail_seen_ = header_->producer.tail_position.load(std::memory_order_acquire);
+          if (position >= tail_seen_) {
+            if (result.count == 0) __builtin_prefetch(ring_ + (position & mask_));
+            break;
+          }
         }
-        // Ask for the following line as well (see SpscConsumer::poll).
-        if (result.count == 0) __builtin_prefetch(ring_ + ((position + 64) & mask_));
-        break;
+        word = detail::racy_load(ring_ + (position & mask_));
+        if (word == 0) [[unlikely]] {
+          // Below the tail a record is never zero unless a later lap is being written here.
+          std::atomic_thread_fence(std::memory_order_acquire);
+          if (lapped(position)) {
+            if (!resync(position, result)) break;
+            continue;
+          }
+          record_corrupt(position, word, next_sequence_);
+          corrupted_ = true;
+          break;
+        }
+      } else {
+        // Acquire: pairs with the producer's release store of this word in commit() or
+        // publish_padding().
+        word = word_at(position).load(std::memory_order_acquire);
+        if (word == 0) {
+          // Ask for the following line as well (see SpscConsumer::poll).
+          if (result.count == 0) __builtin_prefetch(ring_ + ((position + 64) & mask_));
+          break;
+        }
       }
       const std::uint64_t span = checked_span(position, word);
       if (span == 0) [[unlikely]] {
@@ -264,8 +293,8 @@ class WEFT_EXPORT BroadcastConsumer {
         const std::uint64_t length = detail::record_word_length(word);
         const std::byte* payload = ring_ + (position & mask_) + detail::kBroadcastHeaderBytes;
         if (lossy_) {
-          // Relaxed: validated by lapped() after the copy, like the payload.
-          const std::uint64_t sequence = seq_at(position).load(std::memory_order_relaxed);
+          // Validated by lapped() after the copy, like the payload.
+          const std::uint64_t sequence = detail::racy_load(ring_ + (position & mask_) + 8);
           detail::racy_copy(copy_.get(), payload, length);
           // Acquire fence: pairs with the producer's release fence after its reserve_position
           // store; if we read any byte it wrote for a later lap, lapped() sees that lap.
@@ -276,6 +305,7 @@ class WEFT_EXPORT BroadcastConsumer {
           }
           if (sequence != next_sequence_) [[unlikely]] {
             record_corrupt(position, word, sequence);
+            corrupted_ = true;
             break;
           }
           handler(std::span<const std::byte>(copy_.get(), length));
@@ -356,7 +386,12 @@ class WEFT_EXPORT BroadcastConsumer {
                length + detail::kBroadcastHeaderBytes == capacity_ - slot) {
       return capacity_ - slot;
     }
-    if (!(lossy_ && lapped(position))) record_corrupt(position, word, 0);
+    if (lossy_) {
+      // Acquire fence: orders the (uninstrumented) load of `word` before lapped()'s load.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (lapped(position)) return 0;
+    }
+    record_corrupt(position, word, 0);
     return 0;
   }
 
@@ -384,6 +419,7 @@ class WEFT_EXPORT BroadcastConsumer {
   std::uint64_t capacity_ = 0;
   std::uint64_t record_bytes_max_ = 0;
   std::uint64_t head_ = 0;
+  std::uint64_t tail_seen_ = 0;  // Lossy: the producer's tail_position last loaded.
   std::uint64_t next_sequence_ = 0;
   std::uint64_t first_sequence_ = 0;
   std::uint64_t lost_records_ = 0;

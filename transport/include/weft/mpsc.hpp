@@ -111,6 +111,9 @@ class WEFT_EXPORT MpscProducer {
   // Requires: a claim outstanding.
   void abort() noexcept {
     WEFT_DASSERT(claim_span_ != 0);
+    // Uncommitted bytes must be zero: a later, shorter record's successor header may land here.
+    std::memset(ring_ + (write_position_ & mask_) + detail::kRecordHeaderBytes, 0,
+                claim_span_ - detail::kRecordHeaderBytes);
     claim_span_ = 0;
   }
 

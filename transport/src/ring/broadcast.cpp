@@ -27,6 +27,11 @@ WEFT_NO_SANITIZE_THREAD void racy_copy(void* destination, const void* source,
   for (std::size_t i = 0; i < bytes; ++i) out[i] = in[i];
 }
 
+WEFT_NO_SANITIZE_THREAD std::uint64_t racy_load(const void* source) noexcept {
+  // Volatile: one 8-byte load (the word is 8-byte aligned), not reused or split by the compiler.
+  return *static_cast<const volatile std::uint64_t*>(source);
+}
+
 }  // namespace detail
 
 namespace {
@@ -303,9 +308,22 @@ Result<BroadcastConsumer> BroadcastConsumer::attach(Channel&& channel) {
     // Release: pairs with the producer's acquire of our head in refresh_min_head().
     slot.head_position.store(first, std::memory_order_release);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    const std::uint64_t start = header.producer.tail_position.load(std::memory_order_acquire);
+    std::uint64_t start = header.producer.tail_position.load(std::memory_order_acquire);
     // Relaxed: stored by the producer before its release store of tail_position that we acquired.
-    const std::uint64_t sequence = consumer.seq_at(start).load(std::memory_order_relaxed);
+    std::uint64_t sequence =
+        consumer.lossy_ ? 0 : consumer.seq_at(start).load(std::memory_order_relaxed);
+    if (consumer.lossy_) {
+      // Lossy: the producer may lap us before we read the sequence number there (and then writes
+      // payload over it with plain stores): read it out of ThreadSanitizer's view, validate it
+      // with lapped() behind an acquire fence, and move to a newer tail until it holds.
+      for (;;) {
+        sequence = detail::racy_load(consumer.ring_ + (start & consumer.mask_) + 8);
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (!consumer.lapped(start)) break;
+        // Acquire: as above.
+        start = header.producer.tail_position.load(std::memory_order_acquire);
+      }
+    }
     consumer.head_ = start;
     consumer.next_sequence_ = sequence;
     consumer.first_sequence_ = sequence;
@@ -329,6 +347,7 @@ BroadcastConsumer::BroadcastConsumer(BroadcastConsumer&& other) noexcept
       capacity_(other.capacity_),
       record_bytes_max_(other.record_bytes_max_),
       head_(other.head_),
+      tail_seen_(other.tail_seen_),
       next_sequence_(other.next_sequence_),
       first_sequence_(other.first_sequence_),
       lost_records_(other.lost_records_),
@@ -366,8 +385,9 @@ bool BroadcastConsumer::resync(std::uint64_t& position, BroadcastPollResult& res
     // Acquire: pairs with the producer's release store; a record boundary with the next
     // sequence number stored there.
     const std::uint64_t tail = header_->producer.tail_position.load(std::memory_order_acquire);
-    // Relaxed: validated by lapped() behind the acquire fence below.
-    const std::uint64_t sequence = seq_at(tail).load(std::memory_order_relaxed);
+    // Validated by lapped() behind the acquire fence below (uninstrumented: a lap later the
+    // producer writes payload here with plain stores).
+    const std::uint64_t sequence = detail::racy_load(ring_ + (tail & mask_) + 8);
     std::atomic_thread_fence(std::memory_order_acquire);
     if (lapped(tail)) continue;
     if (tail < position || sequence < next_sequence_ ||
@@ -396,9 +416,13 @@ bool BroadcastConsumer::resync(std::uint64_t& position, BroadcastPollResult& res
 WaitStatus BroadcastConsumer::wait(std::chrono::nanoseconds timeout) noexcept {
   const auto ready = [](const void* raw) {
     const auto* self = static_cast<const BroadcastConsumer*>(raw);
+    if (self->lossy_) {
+      // Acquire: as in poll(), which reads a lossy channel only below the tail.
+      return self->header_->producer.tail_position.load(std::memory_order_acquire) > self->head_ ||
+             self->slot_->role.pid.load(std::memory_order_relaxed) != self->pid_;
+    }
     // Acquire: as in poll().
     return self->word_at(self->head_).load(std::memory_order_acquire) != 0 ||
-           (self->lossy_ && self->lapped(self->head_)) ||
            self->slot_->role.pid.load(std::memory_order_relaxed) != self->pid_;
   };
   if (corrupted_ || ready(this)) return WaitStatus::kReady;

@@ -192,6 +192,11 @@ void MpscProducer::close_chunk(std::uint64_t limit) noexcept {
                                                                    detail::kRecordHeaderBytes)),
                std::memory_order_release);
     detail::ring_bell(header_->data_sleepers, header_->data_seq, full_fence_);
+  } else if (limit != chunk_end_ && write_position_ < chunk_end_) {
+    // Taken back: tell the consumer which rest we give up, before the next chunk overwrites the
+    // slot's description of this one.
+    slot_->given_up_start.store(write_position_, std::memory_order_relaxed);
+    slot_->given_up_end.store(chunk_end_, std::memory_order_release);
   }
   chunk_end_ = detail::kNoPosition;
   // Release: not writing anywhere now; a consumer that took our chunk back may pad its rest.
@@ -296,6 +301,9 @@ MpscConsumer::MpscConsumer(MpscConsumer&& other) noexcept
       records_consumed_(other.records_consumed_),
       empty_polls_(other.empty_polls_),
       stall_position_(other.stall_position_),
+      taken_start_(other.taken_start_),
+      taken_end_(other.taken_end_),
+      taken_slot_(other.taken_slot_),
       stall_since_ns_(other.stall_since_ns_),
       corrupted_(other.corrupted_),
       full_fence_(other.full_fence_),
@@ -384,13 +392,10 @@ bool MpscConsumer::check_stalled() noexcept {
   if (taken_end_ != detail::kNoPosition) {
     if (at < taken_start_ || at >= taken_end_) {
       forget_taken();  // Consumed past it (it was padded, or filled).
-    } else if (at != taken_start_) {
-      // The one record that could land at taken_start_ did, and was read: nothing else can be
-      // written in [at, taken_end_) (every later claim of its producer fails the lowered limit).
-      pad(at, taken_end_);
-      forget_taken();
-      return true;
     } else {
+      // Anywhere in the range, not only at taken_start_: the take-back may have been decided on
+      // a record already committed at taken_start_, while its producer was claiming the next one
+      // (write_position == at) with the limit it read before the take-back.
       detail::ProducerSlot& slot = slots[taken_slot_];
       // Acquire: pairs with the producer's release store of write_position, made after its
       // commit at taken_start_ if there was one; the word load below then sees that commit.
@@ -451,6 +456,15 @@ bool MpscConsumer::check_stalled() noexcept {
     }
     pad(at, end);
     return true;
+  }
+
+  for (std::uint32_t i = 0; i < slot_count; ++i) {
+    const std::uint64_t end = slots[i].given_up_end.load(std::memory_order_acquire);
+    const std::uint64_t start = slots[i].given_up_start.load(std::memory_order_acquire);
+    if (start < end && covers(start, end, at) && word_at(at).load(std::memory_order_acquire) == 0) {
+      pad(at, end);
+      return true;
+    }
   }
 
   // No chunk holds `at`: its owner died between its compare-and-swap and publishing the chunk.

@@ -111,6 +111,10 @@ Result<void> take_role(RoleSlot& slot, std::string_view channel_path, const char
                     channel_path, role, holder);
       }
     }
+    // A dead holder's start time must not stay paired with our pid once we swap it in: a
+    // contender would take us for dead. 0 reads as "being taken" (alive while the pid exists).
+    // Relaxed: published by the release half of the CAS below.
+    if (holder != 0) slot.start_ticks.store(0, std::memory_order_relaxed);
     // Acq_rel: acquire the previous holder's writes, release ours to the next reader of pid.
     if (slot.pid.compare_exchange_strong(holder, me, std::memory_order_acq_rel,
                                          std::memory_order_relaxed)) {
@@ -136,6 +140,8 @@ bool try_take_slot(RoleSlot& slot, bool take_from_dead) noexcept {
     // Acquire: pairs with the holder's release store of its start time.
     if (process_alive(holder, slot.start_ticks.load(std::memory_order_acquire))) return false;
   }
+  // As in take_role: never pair our pid with the dead holder's start time.
+  if (holder != 0) slot.start_ticks.store(0, std::memory_order_relaxed);
   // Acq_rel: acquire the previous holder's writes, release ours to the next reader of pid.
   if (!slot.pid.compare_exchange_strong(holder, me, std::memory_order_acq_rel,
                                         std::memory_order_relaxed)) {

@@ -177,6 +177,10 @@ struct alignas(kFalseSharingRange) ProducerSlot {
   std::atomic<std::uint64_t> write_position;
   std::atomic<std::uint64_t> records_committed;
   std::atomic<std::uint64_t> claims_refused;
+  // The unwritten rest of a chunk the consumer took back, as the producer left it: the consumer
+  // pads it (the producer never writes there again). Zero/zero: none.
+  std::atomic<std::uint64_t> given_up_start;
+  std::atomic<std::uint64_t> given_up_end;
 };
 
 // A broadcast consumer's own block.
