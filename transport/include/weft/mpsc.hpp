@@ -149,6 +149,21 @@ class WEFT_EXPORT MpscProducer {
 
   // Claims a new chunk for a record of `span` bytes by CAS of tail_position. False: no space.
   bool open_chunk(std::uint64_t span) noexcept;  // Out of line: once per chunk.
+  // Seqlock writer around our slot's chunk_start/chunk_end/chunk_limit (we are its only writer).
+  void begin_chunk_update() noexcept {
+    // Relaxed: our own value. Then a release fence: the field stores that follow are ordered
+    // after the odd version, for a reader that sees one of them (its acquire fence pairs).
+    // Odd and new even after a holder that died between the two halves.
+    const std::uint64_t version = slot_->chunk_version.load(std::memory_order_relaxed);
+    slot_->chunk_version.store((version + 2) | 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+  }
+  void end_chunk_update() noexcept {
+    // Relaxed load (our own value); release store: pairs with the reader's acquire load of the
+    // version, publishing the fields stored since begin_chunk_update().
+    const std::uint64_t version = slot_->chunk_version.load(std::memory_order_relaxed);
+    slot_->chunk_version.store(version + 1, std::memory_order_release);
+  }
   // Gives up the current chunk; pads its unused rest unless the consumer took it back (`limit`
   // lowered). Requires: write_position was stored, and the barrier issued, by the caller.
   void close_chunk(std::uint64_t limit) noexcept;

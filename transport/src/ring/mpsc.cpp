@@ -67,13 +67,17 @@ Result<MpscProducer> MpscProducer::attach(Channel&& channel) {
     producer.full_fence_ = !detail::register_ringer();
     producer.head_cache_ = head;
     // Relaxed (all): we hold the slot now; its fields have no other writer until we publish a
-    // chunk.
+    // chunk. The chunk fields change inside the seqlock (see open_chunk()).
     slot.intent.store(detail::kNoPosition, std::memory_order_relaxed);
     slot.intent_end.store(detail::kNoPosition, std::memory_order_relaxed);
+    producer.begin_chunk_update();
     slot.chunk_start.store(detail::kNoPosition, std::memory_order_relaxed);
     slot.chunk_end.store(detail::kNoPosition, std::memory_order_relaxed);
     slot.chunk_limit.store(detail::kNoPosition, std::memory_order_relaxed);
+    producer.end_chunk_update();
     slot.write_position.store(detail::kNoPosition, std::memory_order_relaxed);
+    slot.given_up_start.store(0, std::memory_order_relaxed);
+    slot.given_up_end.store(0, std::memory_order_relaxed);
     producer.records_committed_ = slot.records_committed.load(std::memory_order_relaxed);
     producer.claims_refused_ = slot.claims_refused.load(std::memory_order_relaxed);
     return producer;
@@ -163,11 +167,14 @@ bool MpscProducer::open_chunk(std::uint64_t span) noexcept {
       break;
     }
   }
-  // Relaxed (first two): published by the release store of chunk_limit, which the consumer
-  // acquires before it acts on the chunk.
+  // Inside the seqlock: a consumer that loads the fields while we store them sees an odd or a
+  // changed chunk_version and looks again. Relaxed (first two): published by the release store
+  // of chunk_limit, which the consumer acquires before it acts on the chunk.
+  begin_chunk_update();
   slot_->chunk_start.store(start, std::memory_order_relaxed);
   slot_->chunk_end.store(end, std::memory_order_relaxed);
   slot_->chunk_limit.store(end, std::memory_order_release);
+  end_chunk_update();
   if (start != tail) {
     // Release: the padding to the ring's end is complete; pairs with the consumer's acquire.
     word_at(tail).store(detail::make_record_word(
@@ -416,13 +423,36 @@ bool MpscConsumer::check_stalled() noexcept {
   // holder's are complete.
   for (std::uint32_t i = 0; i < slot_count; ++i) {
     detail::ProducerSlot& slot = slots[i];
-    std::uint64_t limit = slot.chunk_limit.load(std::memory_order_acquire);
-    const std::uint64_t start = slot.chunk_start.load(std::memory_order_acquire);
-    const std::uint64_t end = slot.chunk_end.load(std::memory_order_acquire);
-    if (!covers(start, end, at)) continue;
+    // One chunk's limit, start and end, never a mix of two chunks' (a limit below the new
+    // chunk's start would look like a take-back and pad over records about to be written).
+    std::uint64_t limit = 0;
+    std::uint64_t start = 0;
+    std::uint64_t end = 0;
+    bool consistent = false;
+    for (int attempt = 0; attempt < 64 && !consistent; ++attempt) {
+      // Acquire: pairs with the producer's release store of an even version after its stores.
+      const std::uint64_t version = slot.chunk_version.load(std::memory_order_acquire);
+      if (version % 2 != 0) continue;
+      // Acquire (all): pair with the producer's stores of a complete chunk.
+      limit = slot.chunk_limit.load(std::memory_order_acquire);
+      start = slot.chunk_start.load(std::memory_order_acquire);
+      end = slot.chunk_end.load(std::memory_order_acquire);
+      // Acquire fence: orders the loads above before the version check (seqlock reader); pairs
+      // with the producer's release fence after it made the version odd.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      // Relaxed: ordered by the fence above.
+      consistent = slot.chunk_version.load(std::memory_order_relaxed) == version;
+    }
     const std::uint32_t pid = slot.role.pid.load(std::memory_order_acquire);
     const bool alive =
         detail::process_alive(pid, slot.role.start_ticks.load(std::memory_order_acquire));
+    if (!consistent) {
+      // Alive: it is publishing a chunk right now; look again later. Dead in the middle of it:
+      // its compare-and-swap succeeded, so its intent (below) describes the chunk.
+      if (alive) return false;
+      continue;
+    }
+    if (!covers(start, end, at)) continue;
     if (!alive) {
       // Dead: its chunk's rest can never be written. Pad it after the timeout.
       if (!timed_out) return false;

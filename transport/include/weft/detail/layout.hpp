@@ -181,6 +181,9 @@ struct alignas(kFalseSharingRange) ProducerSlot {
   // pads it (the producer never writes there again). Zero/zero: none.
   std::atomic<std::uint64_t> given_up_start;
   std::atomic<std::uint64_t> given_up_end;
+  // Seqlock over chunk_start/chunk_end/chunk_limit: odd while the producer rewrites them, so
+  // that a reader never combines one chunk's limit with another chunk's range.
+  std::atomic<std::uint64_t> chunk_version;
 };
 
 // A broadcast consumer's own block.
@@ -232,6 +235,8 @@ static_assert(offsetof(ChannelHeader, config) == 896, "layout documented in shm-
 static_assert(offsetof(ChannelHeader, recovery) == 1024, "layout documented in shm-layout.md");
 static_assert(sizeof(ChannelHeader) <= kSlotsOffset, "fixed blocks end before the slots");
 static_assert(sizeof(ProducerSlot) == kFalseSharingRange, "one block per producer");
+static_assert(offsetof(ProducerSlot, given_up_start) == 88, "layout in shm-layout.md");
+static_assert(offsetof(ProducerSlot, chunk_version) == 104, "layout in shm-layout.md");
 static_assert(sizeof(ConsumerSlot) == kFalseSharingRange, "one block per consumer");
 static_assert(header_bytes_for(0, 0) == kHeaderBytes, "SPSC keeps a one-page header");
 static_assert(offsetof(ProducerBlock, role) == 8, "layout documented in shm-layout.md");
