@@ -153,7 +153,9 @@ void run_mpsc(std::uint32_t producer_count) {
     // A hang, not a slow machine: fail with the channel's state instead of waiting for the
     // watchdog.
     ASSERT_LT(kinds_test::monotonic_ns() - last_progress, kHangNs)
-        << "no record for 30 s: " << kinds_test::describe_channel(consumer->channel());
+        << "no record for 30 s (" << received << " of " << total << " received, " << problems
+        << " problems, the first: " << first_problem
+        << "): " << kinds_test::describe_channel(consumer->channel());
     if (idle.spins == 0) {
       for (auto& producer : producers) {
         if (producer->poll_exited() && !producer->status().ok()) {

@@ -238,7 +238,9 @@ void run_broadcast_threads(bool lossy) {
       };
       std::uint32_t idle = 0;
       while (!end) {
-        const BroadcastPollResult result = consumer.poll(handler, 256);
+        // Lossy: one record per poll, so that the losses a poll reports all precede the record
+        // it hands out (losses after the end marker must not count).
+        const BroadcastPollResult result = consumer.poll(handler, lossy ? 1 : 256);
         if (result.status == PollStatus::kCorrupted || result.status == PollStatus::kDetached) {
           errors[i] = "poll status " + std::to_string(static_cast<int>(result.status)) + ": " +
                       consumer.last_error().message();
@@ -271,6 +273,9 @@ void run_broadcast_threads(bool lossy) {
     thread.join();
     finished.fetch_add(1, std::memory_order_acq_rel);
   }
+  // The consumers stopped polling but stay attached: a reliable producer may be waiting for room
+  // for one more end marker that nobody will read.
+  stop.store(true, std::memory_order_relaxed);
   producer_thread.join();
 
   for (std::size_t i = 0; i < kConsumers; ++i) {

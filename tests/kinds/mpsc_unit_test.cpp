@@ -608,6 +608,47 @@ TEST(MpscUnitTest, ConsumerTakesBackAnIdleProducersChunk) {
   EXPECT_EQ(check_per_source_order(out.records, 2), (std::vector<std::uint64_t>{2, kBRecords + 1}));
 }
 
+// Regression test for a bug found with issue 3 (records lost under ThreadSanitizer timing): the
+// consumer read a slot's chunk_limit, then its chunk_start/chunk_end, while the producer was
+// publishing a new chunk; the old chunk's limit (at or below the head) with the new chunk's range
+// (covering the head) read as "taken back", and the consumer padded the new chunk over the
+// records about to be written there. The slot's seqlock (chunk_version) now makes the consumer
+// wait. One thread stages the producer's half-published state exactly.
+TEST(MpscUnitTest, Issue3HalfPublishedChunkIsNeverPadded) {
+  TempDir dir;
+  MpscProducer a = make_producer(mpsc_options(dir, 1 << 16));
+  MpscProducer b = open_producer(dir);
+  MpscConsumer consumer = open_consumer(dir);
+  ASSERT_EQ(send_record(a, 0, 0, 10), SendStatus::kOk);
+  for (std::uint64_t i = 0; i < 5; ++i) ASSERT_EQ(send_record(b, 1, i, 30), SendStatus::kOk);
+  Collector out;
+  ASSERT_EQ(consumer.poll(out, 1).count, 1U);  // a's record; the head now waits in a's chunk.
+  const std::uint64_t head = consumer.position();
+  detail::ProducerSlot& slot = consumer.channel().producer_slots()[0];
+  const std::uint64_t version = slot.chunk_version.load();
+  const std::uint64_t limit = slot.chunk_limit.load();
+  ASSERT_EQ(version % 2, 0U);
+  ASSERT_LT(slot.chunk_start.load(), head);
+  ASSERT_GT(limit, head);
+  // a is half-way through publishing: version odd, the limit not yet stored (it reads as one at
+  // the head, like an earlier chunk's), the range already its chunk's.
+  slot.chunk_version.store(version + 1);
+  slot.chunk_limit.store(head);
+  for (int i = 0; i < 20'000; ++i) {
+    ASSERT_NE(consumer.poll(out).status, PollStatus::kCorrupted) << consumer.last_error().message();
+    (void)consumer.check_stalled();
+  }
+  ASSERT_EQ(out.records.size(), 1U) << "the consumer went past a's chunk while a published it";
+  // a finishes publishing and writes its record at the head: it arrives, then b's.
+  slot.chunk_limit.store(limit);
+  slot.chunk_version.store(version + 2);
+  ASSERT_EQ(send_record(a, 0, 1, 10), SendStatus::kOk);
+  poll_until(consumer, out, 7);
+  ASSERT_EQ(out.records.size(), 7U);
+  EXPECT_EQ(check_per_source_order(out.records, 2), (std::vector<std::uint64_t>{2, 5}));
+  EXPECT_EQ(consumer.channel().header()->recovery.unblocks.load(), 0U);
+}
+
 TEST(MpscUnitTest, LiveProducersOutstandingClaimIsNeverTakenBack) {
   TempDir dir;
   MpscProducer a = make_producer(mpsc_options(dir, 1 << 16));
