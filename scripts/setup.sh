@@ -8,6 +8,7 @@ packages=(
   build-essential g++ clang clang-format clang-tidy libclang-rt-14-dev cmake ninja-build pkg-config
   liburing-dev libnuma-dev libfmt-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libxxhash-dev
+  libcpp-httplib-dev prometheus systemd
 )
 missing=()
 for p in "${packages[@]}"; do
