@@ -238,7 +238,6 @@ TEST_F(WeftctlTest, DumpShowsPendingRecordsWithoutConsumingThem) {
   EXPECT_EQ(got.size(), 9U);
   EXPECT_EQ(got[2], words[2]);
   // After consumption the dump is empty.
-  spsc_c->release();
   EXPECT_EQ(ctl_json({"dump", "s", "--json"})["records"].size(), 0U);
   // --consumer names a broadcast slot; on other kinds it is a usage error.
   EXPECT_EQ(ctl({"dump", "s", "--consumer", "0"}).exit_code, 2);
