@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -309,6 +310,7 @@ int bench_watch(const std::string& weftctl, int channels, int pairs, double phas
   }
   while (shared->ready.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // Warm-up.
+  std::vector<double> watch_cpu_share;  // CPU seconds the watch process used per second.
   const auto measure = [&](bool with_watch) {
     pid_t watch = -1;
     if (with_watch) {
@@ -323,8 +325,15 @@ int bench_watch(const std::string& weftctl, int channels, int pairs, double phas
     const std::uint64_t after = shared->consumed.load();
     const double rate = static_cast<double>(after - before) / seconds_since(start);
     if (watch > 0) {
+      const double alive_s = seconds_since(start) + 0.3;
       kill(watch, SIGTERM);
-      wait_exit(watch);
+      int status = 0;
+      rusage usage{};
+      wait4(watch, &status, 0, &usage);
+      const double cpu_s =
+          static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+          static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+      watch_cpu_share.push_back(cpu_s / alive_s);
     }
     return rate;
   };
@@ -352,10 +361,12 @@ int bench_watch(const std::string& weftctl, int channels, int pairs, double phas
   const Spread a = spread_of(without);
   const Spread b = spread_of(with);
   const Spread r = spread_of(ratios);
+  const Spread cpu = spread_of(watch_cpu_share);
   if (json_out) {
     const nlohmann::json doc = {
         {"channels", channels},
         {"pairs", pairs},
+        {"watch_cpu_share", {{"median", cpu.median}, {"min", cpu.min}, {"max", cpu.max}}},
         {"phase_s", phase_s},
         {"watch_interval_s", interval_s},
         {"cpus", {cpu_a, cpu_b}},
@@ -377,6 +388,10 @@ int bench_watch(const std::string& weftctl, int channels, int pairs, double phas
         "  ratio with/without     median {:.4f}  [{:.4f} .. {:.4f}]  (slowdown {:+.2f}%; "
         "bar: at most 2%)\n",
         r.median, r.min, r.max, (1 - r.median) * 100);
+    fmt::print(
+        "  watch's own CPU use    median {:.3f}% of one CPU  [{:.3f} .. {:.3f}] (start-up "
+        "included)\n",
+        cpu.median * 100, cpu.min * 100, cpu.max * 100);
   }
   return 0;
 }
