@@ -24,6 +24,11 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The prometheus package is here for the metrics test, which runs its own server on a loopback
+# port; do not leave the packaged service running on the default port.
+if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
 
 build_dir=${WEFT_BUILD_DIR:-build}
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DWEFT_WERROR=ON ${WEFT_CMAKE_ARGS:-} >/dev/null
