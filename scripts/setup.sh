@@ -23,11 +23,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-# The prometheus package is here for the metrics test, which runs its own server on a loopback
-# port; do not leave the packaged service running on the default port.
-if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
-  systemctl disable --now prometheus >/dev/null 2>&1 || true
+  # The prometheus package is here for the metrics test, which runs its own server on a loopback
+  # port: do not leave the service the package just started running on the default port.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 build_dir=${WEFT_BUILD_DIR:-build}
