@@ -27,6 +27,7 @@
 #include "weft/broadcast.hpp"
 #include "weft/channel.hpp"
 #include "weft/detail/layout.hpp"
+#include "weft/inspect.hpp"
 #include "weft/mpsc.hpp"
 #include "weft/spsc.hpp"
 #include "weftctl_test_support.hpp"
@@ -462,6 +463,19 @@ TEST_F(WeftctlTest, RmRefusesAChannelInUseUnlessForced) {
   EXPECT_EQ(ctl({"rm", "busy", "--force"}).exit_code, 0);
   EXPECT_FALSE(std::filesystem::exists(dir_.file("busy")));
   EXPECT_EQ(ctl({"rm", "busy"}).exit_code, 1);  // Gone.
+}
+
+TEST_F(WeftctlTest, AViewNoticesAFileTruncatedUnderIt) {
+  { ASSERT_TRUE(Channel::create("shrinks", options(ChannelKind::kSpsc))); }
+  auto view = inspect::ChannelView::open("shrinks", dir_.path());
+  ASSERT_TRUE(view) << view.error().message();
+  EXPECT_TRUE(view->revalidate());
+  ASSERT_EQ(truncate(dir_.file("shrinks").c_str(), 4096), 0);
+  auto again = view->revalidate();
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, Errc::kCorrupted);
+  EXPECT_NE(again.error().message().find("truncated"), std::string::npos)
+      << again.error().message();
 }
 
 // ---- stuck MPSC channel and unblock -----------------------------------------------------------

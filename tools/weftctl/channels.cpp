@@ -543,6 +543,12 @@ int cmd_watch(const Global& g, const WatchOptions& o) {
         }
         it = views.emplace(s.name, std::move(*view)).first;
       }
+      if (auto valid = it->second.revalidate(); !valid) {
+        s.error = valid.error().message();  // Truncated or rewritten since: map it afresh.
+        views.erase(it);
+        previous.erase(s.name);
+        continue;
+      }
       s.after = it->second.snapshot(true);
       auto stale = weft::Channel::is_stale(s.name, g.dir);
       if (!stale && stale.error().code == weft::Errc::kNotFound) {

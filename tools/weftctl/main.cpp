@@ -12,6 +12,8 @@
 // Exit status: 0 all well, 1 a problem found (a stuck, stale or corrupt channel, a violation, a
 // failed operation), 2 a usage error. Reading never disturbs a channel: no cursor moves, no role
 // is taken, no lock is held (only unblock, gc and rm change anything).
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <string>
 
@@ -131,6 +133,12 @@ int main(int argc, char** argv) {
   if (watch_cmd->parsed() && !watch.all && watch.name.empty()) {
     fmt::print(stderr, "weftctl watch: name a channel, or --all\n");
     return kExitUsage;
+  }
+  // ls and watch keep every channel mapped and its file open: allow as many as the hard limit.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
   }
   try {
     if (ls_cmd->parsed()) return cmd_ls(g, ls);

@@ -191,6 +191,10 @@ class WEFT_EXPORT ChannelView {
   [[nodiscard]] const std::string& path() const noexcept;
   [[nodiscard]] ChannelKind kind() const noexcept;
 
+  // Checks that the file still has the size it was mapped with and a valid header: a view kept
+  // across refreshes (weftctl watch) calls it before reading, so that a file truncated under the
+  // mapping is reported instead of faulting. kCorrupted naming what changed.
+  [[nodiscard]] Result<void> revalidate() const;
   // Decodes the header. `liveness` false skips the /proc lookups (fast resampling of counters).
   [[nodiscard]] ChannelSnapshot snapshot(bool liveness = true) const;
   // The records between a consumer's cursor and the tail, copied without consuming.

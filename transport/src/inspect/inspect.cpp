@@ -68,12 +68,14 @@ struct ChannelView::State {
   std::uint32_t file_mode = 0;
   std::uint32_t file_uid = 0;
   std::uint32_t file_gid = 0;
+  int fd = -1;  // Kept open to notice a file truncated under the mapping (revalidate()).
 
   State() = default;
   State(const State&) = delete;
   State& operator=(const State&) = delete;
   ~State() {
     if (base != nullptr) sys::ops().munmap(const_cast<std::byte*>(base), bytes);
+    if (fd >= 0) sys::ops().close(fd);
   }
 
   [[nodiscard]] std::uint64_t capacity() const noexcept { return meta.capacity_bytes; }
@@ -223,10 +225,7 @@ Result<ChannelView> ChannelView::open(std::string_view name, std::string_view di
     }
     return fail_errno(err, kWhere, "cannot open {}", state->path);
   }
-  struct Closer {
-    int fd;
-    ~Closer() { sys::ops().close(fd); }
-  } closer{fd};
+  state->fd = fd;  // Closed with the state.
   struct stat st {};
   if (fstat(fd, &st) != 0) {
     const int err = errno;
@@ -274,6 +273,27 @@ Result<ChannelView> ChannelView::open(std::string_view name, std::string_view di
   state->header = static_cast<const detail::ChannelHeader*>(mapping);
   state->ring = state->base + final_meta->header_bytes;
   return ChannelView(std::move(state));
+}
+
+Result<void> ChannelView::revalidate() const {
+  const State& s = *state_;
+  struct stat st {};
+  if (fstat(s.fd, &st) != 0) {
+    const int err = errno;
+    return fail_errno(err, "channel inspect", "cannot stat {}", s.path);
+  }
+  if (static_cast<std::uint64_t>(st.st_size) != s.bytes) {
+    return fail(Errc::kCorrupted, 0, "channel inspect",
+                "{} is now {} bytes, it was {} when mapped: truncated or replaced while being read",
+                s.path, st.st_size, s.bytes);
+  }
+  auto meta = detail::validate_header(*s.header, s.bytes, s.path);
+  if (!meta) return unexpected(meta.error());
+  if (meta->header_bytes != s.meta.header_bytes || meta->capacity_bytes != s.meta.capacity_bytes) {
+    return fail(Errc::kCorrupted, 0, "channel inspect", "{}: header changed while being read",
+                s.path);
+  }
+  return {};
 }
 
 ChannelSnapshot ChannelView::snapshot(bool liveness) const {
@@ -980,7 +1000,9 @@ std::vector<Violation> ChannelView::verify() const {
     // old record can be mistaken for a new one. Checked over [tail, head + capacity) while the
     // cursors stay put.
     if (tail >= head && tail - head <= cap) {
-      const std::uint64_t end = head + cap;
+      // At most the 16 MiB after the tail: a huge (or hostile, sparse) ring stays quick to check.
+      constexpr std::uint64_t kFreeScanBytesMax = std::uint64_t{16} << 20;
+      const std::uint64_t end = std::min(head + cap, tail + kFreeScanBytesMax);
       for (std::uint64_t p = tail; p < end; p += detail::kRecordAlign) {
         if (s.word(p) == 0) continue;
         // Acquire: pairs with the producers' CAS: a new claim makes p allocated.
