@@ -11,6 +11,7 @@
 #include <chrono>
 #include <csignal>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -195,12 +196,14 @@ void add_channel(Exposition& e, const inspect::ChannelSnapshot& s) {
 
 }  // namespace
 
-std::string render_metrics(const Global& g, bool* any_error) {
+std::string render_metrics(const Global& g, bool* any_error,
+                           std::map<std::string, inspect::ChannelSnapshot>* previous) {
   Exposition e;
   declare(e);
   *any_error = false;
   auto names = inspect::list_channels(g.dir);
   std::size_t count = 0;
+  std::map<std::string, inspect::ChannelSnapshot> seen;
   if (names) {
     for (const std::string& name : *names) {
       ++count;
@@ -213,12 +216,21 @@ std::string render_metrics(const Global& g, bool* any_error) {
       }
       inspect::ChannelSnapshot s = view->snapshot(true);
       auto stale = weft::Channel::is_stale(name, g.dir);
-      inspect::classify(s, nullptr, stale.has_value() && *stale);
+      const inspect::ChannelSnapshot* before = nullptr;
+      if (previous != nullptr) {
+        const auto it = previous->find(name);
+        if (it != previous->end() && it->second.created_unix_ns == s.created_unix_ns) {
+          before = &it->second;
+        }
+      }
+      inspect::classify(s, before, stale.has_value() && *stale);
       add_channel(e, s);
+      if (previous != nullptr) seen[name] = s;
     }
   } else if (names.error().code != weft::Errc::kNotFound) {
     *any_error = true;
   }
+  if (previous != nullptr) *previous = std::move(seen);  // Removed channels are forgotten.
   e.sample("weft_channels",
            fmt::format("dir=\"{}\"", escape_label(weft::Channel::resolve_dir(g.dir))),
            std::uint64_t{count});
@@ -263,9 +275,15 @@ int cmd_serve(const Global& g, const ServeOptions& o) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
-  server.Get("/metrics", [&g](const httplib::Request&, httplib::Response& response) {
+  // The last scrape's snapshots, so that status judges progress between scrapes. httplib runs
+  // handlers on a thread pool: one scrape at a time.
+  std::mutex scrape_mutex;
+  std::map<std::string, inspect::ChannelSnapshot> previous;
+  server.Get("/metrics", [&](const httplib::Request&, httplib::Response& response) {
     bool any_error = false;
-    response.set_content(render_metrics(g, &any_error), "text/plain; version=0.0.4; charset=utf-8");
+    const std::lock_guard<std::mutex> lock(scrape_mutex);
+    response.set_content(render_metrics(g, &any_error, &previous),
+                         "text/plain; version=0.0.4; charset=utf-8");
   });
   server.Get("/", [](const httplib::Request&, httplib::Response& response) {
     response.set_content("weftctl serve: metrics at /metrics\n", "text/plain; charset=utf-8");

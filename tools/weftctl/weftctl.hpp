@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -91,7 +92,11 @@ std::string human_rate(double per_s);
 // Prints `message` as "weftctl: message" on stderr.
 void report_error(const std::string& message);
 
-// The Prometheus text exposition of every channel in the directory (metrics.cpp).
-std::string render_metrics(const Global& g, bool* any_error);
+// The Prometheus text exposition of every channel in the directory (metrics.cpp). `previous`,
+// when given, holds each channel's snapshot from the last scrape (and is updated): the status
+// then also judges progress (a live consumer that stopped moving is stuck), as ls does.
+std::string render_metrics(
+    const Global& g, bool* any_error,
+    std::map<std::string, weft::inspect::ChannelSnapshot>* previous = nullptr);
 
 }  // namespace weftctl
