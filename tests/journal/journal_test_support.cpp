@@ -37,6 +37,8 @@ void payload_for(std::uint64_t seed, std::uint64_t sequence, std::vector<std::by
   out.resize(length);
   fill_pattern(out, key);
   if (length >= sizeof sequence) std::memcpy(out.data(), &sequence, sizeof sequence);
+  // Never ends in a zero byte: a test that zeroes a record's last byte must change it.
+  out.push_back(std::byte{0x5a});
 }
 
 void expect_replay(const std::string& dir, std::uint64_t from, std::uint64_t last,

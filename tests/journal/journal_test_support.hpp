@@ -27,8 +27,9 @@ class DiskDir {
   std::string path_;
 };
 
-// The payload of record `sequence`: its length (0..300 bytes, now and then up to 3000) and bytes
-// are pure functions of seed and sequence; it starts with the sequence when long enough.
+// The payload of record `sequence`: its length (1..301 bytes, now and then up to 3000) and bytes
+// are pure functions of seed and sequence; it starts with the sequence when long enough and never
+// ends in a zero byte.
 void payload_for(std::uint64_t seed, std::uint64_t sequence, std::vector<std::byte>& out);
 
 // Replays `dir` from `from` and expects exactly records from..last with their payloads, then the

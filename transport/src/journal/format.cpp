@@ -70,11 +70,13 @@ const char* check_segment_header(const SegmentHeader& header, std::uint64_t file
 }
 
 RecordCheck check_record(std::span<const std::byte> bytes, std::uint64_t offset,
-                         std::uint64_t epoch, std::uint64_t expected_sequence,
+                         const SegmentHeader& segment, std::uint64_t expected_sequence,
                          std::uint64_t prev_checksum, const char** why) noexcept {
   *why = nullptr;
+  const std::uint64_t epoch = segment.epoch;
   if (offset > bytes.size() || bytes.size() - offset < sizeof(RecordHeader)) {
-    if (offset >= bytes.size() || all_zero(bytes.data() + offset, bytes.size() - offset)) {
+    if (offset >= bytes.size() || all_zero(bytes.data() + offset, bytes.size() - offset) ||
+        (segment.flags & kSegmentRecycled) != 0) {
       return RecordCheck::kEnd;
     }
     *why = "record header runs past the segment end";
@@ -82,16 +84,9 @@ RecordCheck check_record(std::span<const std::byte> bytes, std::uint64_t offset,
   }
   if (all_zero(bytes.data() + offset, sizeof(RecordHeader))) return RecordCheck::kEnd;
   const RecordHeader header = load_record_header(bytes, offset);
-  // A header of another epoch and an older sequence is a stale record of an earlier use of a
-  // recycled file: nothing was written here in this use (torn batches after it are found by the
-  // tail classification). Epoch and sequence 0 are never written: zeros there mean a torn header,
-  // and a torn header whose sequence is written carries the expected one.
-  if (header.epoch != epoch && header.epoch != 0 && header.sequence != 0 &&
-      header.sequence != expected_sequence &&
-      (header.kind == static_cast<std::uint32_t>(RecordKind::kData) ||
-       header.kind == static_cast<std::uint32_t>(RecordKind::kPadding))) {
-    return RecordCheck::kEnd;
-  }
+  // In a recycled file, bytes without this use's epoch are stale: nothing was written here in
+  // this use. (Torn batches after the end are found by the tail classification.)
+  if ((segment.flags & kSegmentRecycled) != 0 && header.epoch != epoch) return RecordCheck::kEnd;
   if (header.kind != static_cast<std::uint32_t>(RecordKind::kData) &&
       header.kind != static_cast<std::uint32_t>(RecordKind::kPadding)) {
     *why = "kind";
@@ -224,7 +219,7 @@ ScanResult scan_segments(const std::vector<std::string>& paths,
     for (;;) {
       const char* why = nullptr;
       const RecordCheck check =
-          check_record(file, offset, segment.header.epoch, result.next_sequence, chain, &why);
+          check_record(file, offset, segment.header, result.next_sequence, chain, &why);
       if (check == RecordCheck::kValid) {
         const RecordHeader header = load_record_header(file, offset);
         if (header.kind == static_cast<std::uint32_t>(RecordKind::kData)) {

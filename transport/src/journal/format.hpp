@@ -35,9 +35,13 @@ struct SegmentHeader {
   std::uint64_t epoch;           // Random per use of the file; every record repeats it.
   std::uint64_t first_sequence;  // Sequence of the first data record in this segment.
   std::uint64_t created_unix_ns;
-  std::uint64_t checksum;  // XXH3-64 of the 56 bytes above.
+  std::uint64_t flags;     // kSegmentRecycled.
+  std::uint64_t checksum;  // XXH3-64 of the 64 bytes above.
 };
-static_assert(sizeof(SegmentHeader) == 64, "documented in docs/journal.md");
+static_assert(sizeof(SegmentHeader) == 72, "documented in docs/journal.md");
+// The file was used before: past the records of this use it holds stale bytes, which never carry
+// this use's epoch. A fresh segment is all zeros past its records.
+inline constexpr std::uint64_t kSegmentRecycled = 1;
 static_assert(std::is_trivially_copyable_v<SegmentHeader>, "read and written as bytes");
 
 // Record header; the payload follows, then zero bytes up to an 8-byte boundary.
@@ -81,10 +85,10 @@ enum class RecordCheck : std::uint8_t {
   kBad,  // Something non-zero that fails verification; `why` says which check.
 };
 
-// Verifies the record at `offset` of the segment `bytes` (whole file). `expected_sequence` and
-// `prev_checksum` are checked unless zero... they are always checked; `why` names the failed check.
+// Verifies the record at `offset` of the segment `bytes` (whole file) against the segment's
+// epoch, the expected sequence and the chain; `why` names the failed check.
 RecordCheck check_record(std::span<const std::byte> bytes, std::uint64_t offset,
-                         std::uint64_t epoch, std::uint64_t expected_sequence,
+                         const SegmentHeader& segment, std::uint64_t expected_sequence,
                          std::uint64_t prev_checksum, const char** why) noexcept;
 
 // True when the record at `offset` verifies on its own (kind, length, epoch, checksum), whatever

@@ -437,6 +437,7 @@ struct Journal::Impl {
       }
     }
     spare_cv.notify_all();
+    const bool recycled = !spare.empty() && spare.substr(spare.rfind('/') + 1).front() == 'r';
     if (spare.empty()) {
       std::uint64_t number = 0;
       {
@@ -465,6 +466,7 @@ struct Journal::Impl {
     header.epoch = random_epoch();
     header.first_sequence = first_sequence;
     header.created_unix_ns = static_cast<std::uint64_t>(realtime_ns());
+    header.flags = recycled ? journal::kSegmentRecycled : 0;
     header.checksum = journal::segment_checksum(header);
     // The whole first block, so that O_DIRECT accepts it.
     std::byte* block = buffers[current_buffer].base;  // Free: called only with nothing in flight.

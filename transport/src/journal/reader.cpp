@@ -261,8 +261,8 @@ ReadStatus JournalReader::next(JournalRecord& record) {
     const std::span<const std::byte> file = impl.segment.bytes().first(
         std::min<std::uint64_t>(impl.segment.size, impl.header.segment_bytes));
     const char* why = nullptr;
-    const journal::RecordCheck check = journal::check_record(file, impl.offset, impl.header.epoch,
-                                                             impl.next_sequence, impl.chain, &why);
+    const journal::RecordCheck check =
+        journal::check_record(file, impl.offset, impl.header, impl.next_sequence, impl.chain, &why);
     if (check == journal::RecordCheck::kValid) {
       const journal::RecordHeader header = journal::load_record_header(file, impl.offset);
       const std::uint64_t at = impl.offset;
