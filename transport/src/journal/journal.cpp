@@ -999,6 +999,15 @@ Result<Journal> Journal::open(std::string_view dir_view, JournalOptions options)
     return fail(Errc::kInvalidArgument, 0, "journal open", "{}: buffers {} must be 2..1024",
                 impl->dir, options.buffers);
   }
+  // Like mkdir -p: the parents too (a journal root that does not exist yet).
+  for (std::size_t slash = impl->dir.find('/', 1); slash != std::string::npos;
+       slash = impl->dir.find('/', slash + 1)) {
+    const std::string parent = impl->dir.substr(0, slash);
+    if (sys::ops().mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST) {
+      return fail_errno(errno, "journal open", "{}: cannot create its parent directory {}",
+                        impl->dir, parent);
+    }
+  }
   if (sys::ops().mkdir(impl->dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return fail_errno(errno, "journal open", "{}: cannot create the journal directory", impl->dir);
   }
