@@ -16,11 +16,14 @@
 // right after its commit()). durable_position is always such an end, so a consumer whose
 // position() is below it may read its next record.
 //
-// Crash and restart: each journal record carries its channel end position, and the journal
-// remembers which channel (by creation time) it follows. A restarted recorder skips the records it
-// already journaled, so nothing is duplicated. The recorder releases a record's channel space when
-// it has copied it into the journal's buffer: a record that was not yet durable when the recorder
-// died is not in the journal (its producer never saw it durable).
+// Crash and restart: on SPSC and MPSC channels the recorder releases a record's ring space only
+// once the record is durable (a release limit at the durable position), so a recorder that
+// replaces a dead one reads every non-durable record again; each journal record carries its
+// channel end position and the journal remembers which channel (by creation time) it follows, so
+// the new recorder skips what the journal already holds: nothing is lost, nothing duplicated.
+// Broadcast: a consumer cannot resume a dead one's cursor, so records committed while no recorder
+// runs are not journaled (a producer waiting for them is told durable only if the position is
+// covered by a later publication: wait_durable reports positions, not individual records).
 #pragma once
 
 #include <atomic>

@@ -130,6 +130,7 @@ struct Recorder::Impl {
       header->durable.durable_position.store(position, std::memory_order_release);
       detail::ring_bell(header->durable_sleepers, header->durable_seq, full_fence);
       force_stats = true;
+      hold_back();
     }
     const std::int64_t now = detail::monotonic_ns();
     if (force_stats || now - last_stats_ns >= kStatsIntervalNs) {
@@ -139,6 +140,17 @@ struct Recorder::Impl {
     if (now - last_beat_ns >= kBeatIntervalNs) {
       last_beat_ns = now;
       detail::beat(header->recorder.role);
+    }
+  }
+
+  // SPSC and MPSC: the ring keeps every record that is not durable yet, so that a recorder that
+  // replaces this one after a crash reads it again (and skips what the journal already holds).
+  // Broadcast consumers cannot resume where a dead one stopped; they release as they read.
+  void hold_back() noexcept {
+    if (auto* spsc = std::get_if<SpscConsumer>(&consumer)) {
+      spsc->set_release_limit(published_position);
+    } else if (auto* mpsc = std::get_if<MpscConsumer>(&consumer)) {
+      mpsc->set_release_limit(published_position);
     }
   }
 
@@ -333,6 +345,7 @@ Result<Recorder> Recorder::open(std::string_view channel_name, std::string_view 
   header->durable.channel_created_unix_ns.store(created, std::memory_order_relaxed);
   impl->holds_role = true;
   guard.slot = nullptr;
+  impl->hold_back();
   impl->publish(true);
   return Recorder(std::move(impl));
 }
