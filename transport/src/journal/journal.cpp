@@ -436,7 +436,6 @@ struct Journal::Impl {
         spares.erase(spares.begin());
       }
     }
-    spare_cv.notify_all();
     const bool recycled = !spare.empty() && spare.substr(spare.rfind('/') + 1).front() == 'r';
     if (spare.empty()) {
       std::uint64_t number = 0;
@@ -598,7 +597,7 @@ struct Journal::Impl {
   Result<void> switch_buffer();
   Result<void> roll_segment();
   Result<std::uint64_t> append(std::span<const std::byte> payload, const RecordMeta& meta);
-  Result<std::uint64_t> apply_retention();
+  Result<std::uint64_t> apply_retention(std::uint64_t starting = 0);
   Result<void> recover(const DirScan& found);
   void recycle_or_remove(const Segment& segment);
 };
@@ -821,10 +820,13 @@ Result<void> Journal::Impl::switch_buffer() {
 Result<void> Journal::Impl::roll_segment() {
   if (auto drained = drain(); !drained) return drained;
   if (!segments.empty()) segments.back().modified_unix_ns = realtime_ns();
+  // Retention first (counting the segment about to start): a removed segment becomes the spare
+  // that the new one recycles, so a journal at its size limit never writes zeros ahead.
+  if (auto retained = apply_retention(1); !retained) return unexpected(retained.error());
   if (auto opened = open_new_segment(segment_index + 1, next_sequence); !opened) {
     return fail_journal(opened.error());
   }
-  if (auto retained = apply_retention(); !retained) return unexpected(retained.error());
+  spare_cv.notify_all();  // Top the spares up if this took the last one.
   return {};
 }
 
@@ -878,13 +880,14 @@ void Journal::Impl::recycle_or_remove(const Segment& segment) {
   ++stats.segments_removed;
 }
 
-Result<std::uint64_t> Journal::Impl::apply_retention() {
+// `starting`: segments about to be added, counted against retain_bytes.
+Result<std::uint64_t> Journal::Impl::apply_retention(std::uint64_t starting) {
   if (options.retain_bytes == 0 && options.retain_age.count() == 0) return std::uint64_t{0};
   std::uint64_t removed = 0;
   const std::int64_t now = realtime_ns();
   while (segments.size() > 1) {
     const Segment& oldest = segments.front();
-    const std::uint64_t total = segments.size() * options.segment_bytes;
+    const std::uint64_t total = (segments.size() + starting) * options.segment_bytes;
     const bool too_big = options.retain_bytes != 0 && total > options.retain_bytes;
     const bool too_old =
         options.retain_age.count() != 0 &&
@@ -1079,6 +1082,20 @@ Result<Journal> Journal::open(std::string_view dir_view, JournalOptions options)
     if (auto opened = impl->open_new_segment(index, impl->next_sequence); !opened) {
       return unexpected(opened.error());
     }
+  }
+  // The spares asked for are ready before open returns, so that the first segments of a run are
+  // not zero-filled while it writes; later ones are topped up in the background.
+  for (;;) {
+    std::uint64_t number = 0;
+    {
+      std::lock_guard lock(impl->spare_mutex);
+      if (impl->spares.size() >= impl->options.spare_segments) break;
+      number = ++impl->spare_counter;
+    }
+    auto spare = impl->create_spare(number);
+    if (!spare) return unexpected(spare.error());
+    std::lock_guard lock(impl->spare_mutex);
+    impl->spares.push_back(std::move(*spare));
   }
   impl->start_spare_thread();
   return Journal(std::move(impl));
