@@ -55,51 +55,6 @@ std::string hex_string(const std::vector<std::byte>& bytes) {
   return out;
 }
 
-// Printable ASCII, with C escapes for the rest.
-std::string text_preview(const std::vector<std::byte>& bytes, std::size_t max_chars) {
-  std::string out;
-  for (const std::byte b : bytes) {
-    if (out.size() >= max_chars) {
-      out += "...";
-      break;
-    }
-    const auto c = static_cast<unsigned char>(b);
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else {
-      out += fmt::format("\\x{:02x}", c);
-    }
-  }
-  return out;
-}
-
-void hexdump(const std::vector<std::byte>& bytes, std::uint64_t total_length) {
-  for (std::size_t offset = 0; offset < bytes.size(); offset += 16) {
-    std::string hex;
-    std::string ascii;
-    for (std::size_t i = 0; i < 16; ++i) {
-      if (offset + i < bytes.size()) {
-        const auto c = static_cast<unsigned char>(bytes[offset + i]);
-        hex += fmt::format("{:02x} ", c);
-        ascii += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '.';
-      } else {
-        hex += "   ";
-      }
-      if (i == 7) hex += ' ';
-    }
-    fmt::print("    {:08x}  {} |{}|\n", offset, hex, ascii);
-  }
-  if (bytes.size() < total_length) {
-    fmt::print("    ... {} more bytes (--bytes shows more)\n", total_length - bytes.size());
-  }
-}
-
 std::string role_json_liveness(const inspect::RoleInfo& r) {
   return inspect::to_string(r.liveness);
 }
@@ -183,7 +138,7 @@ json ls_row_json(const Sampled& s, bool sampled) {
   j["lag_records"] = a.lag_records ? json(*a.lag_records) : json(nullptr);
   j["messages_per_s"] = sampled ? json(s.rate) : json(nullptr);
   // Durable lag needs a journal attached (the recorder publishes the durable position).
-  j["durable_lag_bytes"] = nullptr;
+  j["durable_lag_bytes"] = a.journal ? json(a.journal->durable_lag_bytes) : json(nullptr);
   return j;
 }
 
@@ -213,7 +168,8 @@ void print_table(const std::vector<Sampled>& rows, bool sampled) {
     fmt::print("{:<24} {:<15} {:>7} {:>5.1f}% {:>7} {:>7} {:>10} {:>9} {:>9} {:>8}  {}\n", s.name,
                kind_label(a), human_bytes(a.capacity_bytes), fill, prod, cons,
                sampled ? human_rate(s.rate) : std::string("-"), human_bytes(a.lag_bytes),
-               a.lag_records ? fmt::format("{}", *a.lag_records) : std::string("?"), "-",
+               a.lag_records ? fmt::format("{}", *a.lag_records) : std::string("?"),
+               a.journal ? human_bytes(a.journal->durable_lag_bytes) : std::string("-"),
                status_cell(s));
   }
 }
@@ -221,6 +177,51 @@ void print_table(const std::vector<Sampled>& rows, bool sampled) {
 }  // namespace
 
 // ---- helpers -----------------------------------------------------------------------------------
+
+// Printable ASCII, with C escapes for the rest.
+std::string printable(const std::vector<std::byte>& bytes, std::size_t max_chars) {
+  std::string out;
+  for (const std::byte b : bytes) {
+    if (out.size() >= max_chars) {
+      out += "...";
+      break;
+    }
+    const auto c = static_cast<unsigned char>(b);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  return out;
+}
+
+void print_hexdump(const std::vector<std::byte>& bytes, std::uint64_t total_length) {
+  for (std::size_t offset = 0; offset < bytes.size(); offset += 16) {
+    std::string hex;
+    std::string ascii;
+    for (std::size_t i = 0; i < 16; ++i) {
+      if (offset + i < bytes.size()) {
+        const auto c = static_cast<unsigned char>(bytes[offset + i]);
+        hex += fmt::format("{:02x} ", c);
+        ascii += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '.';
+      } else {
+        hex += "   ";
+      }
+      if (i == 7) hex += ' ';
+    }
+    fmt::print("    {:08x}  {} |{}|\n", offset, hex, ascii);
+  }
+  if (bytes.size() < total_length) {
+    fmt::print("    ... {} more bytes (--bytes shows more)\n", total_length - bytes.size());
+  }
+}
 
 const char* kind_name(ChannelKind kind) noexcept {
   switch (kind) {
@@ -354,8 +355,34 @@ json to_json(const inspect::ChannelSnapshot& s) {
             {"reason", s.reason}};
   j["lag_records"] = s.lag_records ? json(*s.lag_records) : json(nullptr);
   j["blocking_slot"] = s.blocking_slot >= 0 ? json(s.blocking_slot) : json(nullptr);
-  // Filled in when a journal is attached (the recorder publishes the durable position).
-  j["journal"] = nullptr;
+  if (s.journal) {
+    const inspect::JournalInfo& jr = *s.journal;
+    j["journal"] = {{"recorder", role_to_json(jr.recorder)},
+                    {"durable_position", jr.durable_position},
+                    {"durable_sequence", jr.durable_sequence},
+                    {"durable_lag_bytes", jr.durable_lag_bytes},
+                    {"records_appended", jr.records_appended},
+                    {"lost_records", jr.lost_records},
+                    {"sync", jr.sync},
+                    {"in_flight", jr.in_flight},
+                    {"flushes", jr.flushes},
+                    {"bytes_durable", jr.bytes_durable},
+                    {"records_durable", jr.records_durable},
+                    {"errors", jr.errors},
+                    {"retries", jr.retries},
+                    {"stats_consistent", jr.stats_consistent},
+                    {"batcher",
+                     {{"arrival_records_per_s", jr.policy.arrival_records_per_s},
+                      {"arrival_bytes_per_s", jr.policy.arrival_bytes_per_s},
+                      {"flush_fixed_ns", jr.policy.flush_fixed_ns},
+                      {"flush_ns_per_byte", jr.policy.flush_ns_per_byte},
+                      {"flush_cost_spread_ns", jr.policy.flush_cost_spread_ns},
+                      {"gather_bytes", jr.policy.gather_bytes},
+                      {"max_delay_ns", jr.policy.max_delay_ns},
+                      {"max_in_flight", jr.policy.max_in_flight}}}};
+  } else {
+    j["journal"] = nullptr;  // No recorder has attached.
+  }
   return j;
 }
 
@@ -470,7 +497,28 @@ void print_show(const inspect::ChannelSnapshot& s, std::optional<double> rate) {
     }
     fmt::print("\n");
   }
-  fmt::print("journal: none attached\n");
+  if (!s.journal) {
+    fmt::print("journal: none attached\n");
+    return;
+  }
+  const inspect::JournalInfo& j = *s.journal;
+  fmt::print("journal (recorder):\n");
+  print_role("recorder", 0, j.recorder);
+  fmt::print("  durable position {} (sequence {})  durable lag {} bytes  sync {}\n",
+             j.durable_position, j.durable_sequence, j.durable_lag_bytes, j.sync);
+  fmt::print("  appended {} records  durable {} records / {} bytes in {} flushes  in flight {}\n",
+             j.records_appended, j.records_durable, j.bytes_durable, j.flushes, j.in_flight);
+  fmt::print("  errors {}  retries {}  lost (lossy) {}{}\n", j.errors, j.retries, j.lost_records,
+             j.stats_consistent ? "" : "  (statistics were changing while read)");
+  fmt::print("batcher:\n");
+  fmt::print(
+      "  estimates: arrivals {:.0f} records/s, {:.0f} bytes/s; flush cost {:.0f} ns + "
+      "{:.3f} ns/byte (spread {:.0f} ns)\n",
+      j.policy.arrival_records_per_s, j.policy.arrival_bytes_per_s, j.policy.flush_fixed_ns,
+      j.policy.flush_ns_per_byte, j.policy.flush_cost_spread_ns);
+  fmt::print("  choices: gather {} bytes, wait at most {:.1f} us, {} flushes in flight at most\n",
+             j.policy.gather_bytes, static_cast<double>(j.policy.max_delay_ns) / 1e3,
+             j.policy.max_in_flight);
 }
 
 }  // namespace
@@ -655,10 +703,9 @@ int cmd_dump(const Global& g, const DumpCommandOptions& o) {
     }
     if (o.hex) {
       fmt::print("@{} {} bytes{}\n", r.position, r.length, seq);
-      hexdump(r.payload, r.length);
+      print_hexdump(r.payload, r.length);
     } else {
-      fmt::print("@{} {} bytes{}  \"{}\"\n", r.position, r.length, seq,
-                 text_preview(r.payload, 96));
+      fmt::print("@{} {} bytes{}  \"{}\"\n", r.position, r.length, seq, printable(r.payload, 96));
     }
   }
   if (!result->note.empty()) fmt::print("({})\n", result->note);

@@ -8,6 +8,7 @@
 //   weftctl unblock NAME            pad a dead MPSC producer's claim that blocks the head
 //   weftctl gc | rm NAME            remove stale channels / one channel
 //   weftctl metrics | serve         Prometheus exposition, printed or served on /metrics
+//   weftctl journal ls|verify|dump  the journals weft-recorder writes
 //
 // Exit status: 0 all well, 1 a problem found (a stuck, stale or corrupt channel, a violation, a
 // failed operation), 2 a usage error. Reading never disturbs a channel: no cursor moves, no role
@@ -110,11 +111,39 @@ int main(int argc, char** argv) {
   rm_cmd->add_option("name", rm.name, "Channel name")->required();
   rm_cmd->add_flag("--force", rm.force, "Remove it even while processes use it");
 
-  app.add_subcommand("metrics", "Print the Prometheus text exposition of every channel");
+  CLI::App* metrics_cmd = app.add_subcommand(
+      "metrics", "Print the Prometheus text exposition of every channel (and journal)");
+  metrics_cmd->add_option("--journal-root", g.journal_root,
+                          "Export the journals under this directory too");
+
+  JournalCommandOptions journal;
+  CLI::App* journal_cmd =
+      app.add_subcommand("journal", "Journals written by weft-recorder (read-only)");
+  journal_cmd->require_subcommand(1);
+  CLI::App* journal_ls = journal_cmd->add_subcommand(
+      "ls", "Segments, first and last sequence, durable position of each journal in DIR");
+  journal_ls->add_option("dir", journal.dir, "A journal, or a journal root")->required();
+  add_json(journal_ls);
+  CLI::App* journal_verify =
+      journal_cmd->add_subcommand("verify", "A full checksum scan of each journal in DIR");
+  journal_verify->add_option("dir", journal.dir, "A journal, or a journal root")->required();
+  add_json(journal_verify);
+  CLI::App* journal_dump = journal_cmd->add_subcommand("dump", "The records of one journal");
+  journal_dump->add_option("dir", journal.dir, "A journal directory")->required();
+  add_json(journal_dump);
+  journal_dump->add_option("--from", journal.from, "First sequence (default 1: the oldest)")
+      ->check(CLI::Range(std::uint64_t{1}, ~std::uint64_t{0}));
+  journal_dump->add_option("--count", journal.count, "Records at most (default 100)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 40));
+  journal_dump->add_flag("--hex", journal.hex, "Hex dump of every payload");
+  journal_dump->add_option("--bytes", journal.bytes, "Payload bytes shown per record")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 32));
 
   ServeOptions serve;
   CLI::App* serve_cmd = app.add_subcommand("serve", "Serve the metrics over HTTP on /metrics");
   serve_cmd->add_option("--listen", serve.listen, "HOST:PORT (default 127.0.0.1:9464)");
+  serve_cmd->add_option("--journal-root", g.journal_root,
+                        "Export the journals under this directory too");
   serve_cmd->add_option("--max-seconds", serve.max_seconds, "Stop after this long (0: never)")
       ->check(CLI::Range(0.0, 1e9));
 
@@ -150,6 +179,9 @@ int main(int argc, char** argv) {
     if (gc_cmd->parsed()) return cmd_gc(g, gc);
     if (rm_cmd->parsed()) return cmd_rm(g, rm);
     if (serve_cmd->parsed()) return cmd_serve(g, serve);
+    if (journal_ls->parsed()) return cmd_journal_ls(g, journal);
+    if (journal_verify->parsed()) return cmd_journal_verify(g, journal);
+    if (journal_dump->parsed()) return cmd_journal_dump(g, journal);
     return cmd_metrics(g);
   } catch (const std::exception& e) {
     report_error(e.what());

@@ -4,11 +4,14 @@
 // _seconds), _total on counters, one family per quantity with labels for the channel and the
 // consumer. Positions are byte counters that never wrap, so they are exported as counters
 // (rate() of weft_channel_produced_bytes_total is the write bandwidth).
+#include <dirent.h>
 #include <httplib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <map>
 #include <mutex>
@@ -20,6 +23,7 @@
 
 #include "weft/channel.hpp"
 #include "weft/inspect.hpp"
+#include "weft/journal.hpp"
 #include "weftctl.hpp"
 
 namespace weftctl {
@@ -71,7 +75,11 @@ class Exposition {
   }
 
  private:
-  static std::string format(double value) { return fmt::format("{}", value); }
+  static std::string format(double value) {
+    if (std::isnan(value)) return "NaN";
+    if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
+    return fmt::format("{}", value);
+  }
   struct Family {
     const char* type;
     const char* help;
@@ -121,6 +129,44 @@ void declare(Exposition& e) {
   e.family("weft_channel_created_timestamp_seconds", "gauge",
            "When the channel was created, in seconds since the Unix epoch");
   e.family("weft_channels", "gauge", "Channel files in the directory");
+  e.family("weft_channel_durable_bytes_total", "counter",
+           "Channel position up to which every record is durable in the journal");
+  e.family("weft_channel_durable_lag_bytes", "gauge",
+           "Ring bytes committed but not yet durable in the journal");
+  e.family("weft_recorder_up", "gauge",
+           "1 while a live recorder holds the channel's recorder role");
+  e.family("weft_recorder_records_appended_total", "counter", "Records the recorder appended");
+  e.family("weft_recorder_lost_records_total", "counter",
+           "Lossy broadcast: records overwritten before the recorder read them");
+  e.family("weft_journal_flushes_total", "counter", "Journal flushes that became durable");
+  e.family("weft_journal_durable_bytes_total", "counter", "Framed journal bytes made durable");
+  e.family("weft_journal_durable_records_total", "counter", "Journal records made durable");
+  e.family("weft_journal_errors_total", "counter", "Journal write or sync failures");
+  e.family("weft_journal_retries_total", "counter", "Short journal writes and EAGAIN resubmitted");
+  e.family("weft_journal_flushes_in_flight", "gauge", "Journal flushes submitted, not yet durable");
+  e.family("weft_batcher_arrival_records_per_second", "gauge",
+           "The batcher's estimate (EMA) of the record arrival rate");
+  e.family("weft_batcher_arrival_bytes_per_second", "gauge",
+           "The batcher's estimate (EMA) of the byte arrival rate");
+  e.family("weft_batcher_flush_fixed_seconds", "gauge",
+           "The batcher's fitted flush cost: fixed part");
+  e.family("weft_batcher_flush_seconds_per_byte", "gauge",
+           "The batcher's fitted flush cost: per-byte part");
+  e.family("weft_batcher_flush_cost_spread_seconds", "gauge",
+           "The batcher's estimate of the flush cost's deviation from the fit");
+  e.family("weft_batcher_gather_bytes", "gauge", "The batcher's choice: bytes to gather per flush");
+  e.family("weft_batcher_max_delay_seconds", "gauge",
+           "The batcher's choice: longest wait of the oldest pending record");
+  e.family("weft_batcher_max_flushes_in_flight", "gauge",
+           "The batcher's choice: flushes in flight at once");
+  e.family("weft_journal_up", "gauge",
+           "1 when the journal's segments could be read, 0 when not (see weftctl journal verify)");
+  e.family("weft_journal_segments", "gauge", "Segment files of the journal");
+  e.family("weft_journal_first_sequence", "gauge", "Sequence of the oldest retained record");
+  e.family("weft_journal_last_sequence", "gauge", "Sequence of the newest record on disk");
+  e.family("weft_journal_records", "gauge", "Records retained in the journal");
+  e.family("weft_journal_record_bytes", "gauge", "Bytes of framed records retained");
+  e.family("weft_journal_disk_bytes", "gauge", "Bytes of the journal's segment files on disk");
 }
 
 std::string status_label(inspect::Status s) {
@@ -187,10 +233,90 @@ void add_channel(Exposition& e, const inspect::ChannelSnapshot& s) {
     e.sample("weft_channel_detaches_total", ch, s.detaches);
   e.sample("weft_channel_sleepers", ch + ",bell=\"data\"", std::uint64_t{s.data_sleepers});
   e.sample("weft_channel_sleepers", ch + ",bell=\"space\"", std::uint64_t{s.space_sleepers});
+  if (s.journal) {
+    const inspect::JournalInfo& j = *s.journal;
+    e.sample("weft_channel_durable_bytes_total", ch, j.durable_position);
+    e.sample("weft_channel_durable_lag_bytes", ch, j.durable_lag_bytes);
+    e.sample("weft_recorder_up", ch,
+             std::uint64_t{j.recorder.liveness == inspect::Liveness::kAlive ? 1U : 0U});
+    e.sample("weft_recorder_records_appended_total", ch, j.records_appended);
+    if (s.lossy) e.sample("weft_recorder_lost_records_total", ch, j.lost_records);
+    e.sample("weft_journal_flushes_total", ch, j.flushes);
+    e.sample("weft_journal_durable_bytes_total", ch, j.bytes_durable);
+    e.sample("weft_journal_durable_records_total", ch, j.records_durable);
+    e.sample("weft_journal_errors_total", ch, j.errors);
+    e.sample("weft_journal_retries_total", ch, j.retries);
+    e.sample("weft_journal_flushes_in_flight", ch, std::uint64_t{j.in_flight});
+    e.sample("weft_batcher_arrival_records_per_second", ch, j.policy.arrival_records_per_s);
+    e.sample("weft_batcher_arrival_bytes_per_second", ch, j.policy.arrival_bytes_per_s);
+    e.sample("weft_batcher_flush_fixed_seconds", ch, j.policy.flush_fixed_ns / 1e9);
+    e.sample("weft_batcher_flush_seconds_per_byte", ch, j.policy.flush_ns_per_byte / 1e9);
+    e.sample("weft_batcher_flush_cost_spread_seconds", ch, j.policy.flush_cost_spread_ns / 1e9);
+    e.sample("weft_batcher_gather_bytes", ch, j.policy.gather_bytes);
+    e.sample("weft_batcher_max_delay_seconds", ch,
+             static_cast<double>(j.policy.max_delay_ns) / 1e9);
+    e.sample("weft_batcher_max_flushes_in_flight", ch, std::uint64_t{j.policy.max_in_flight});
+  }
   for (const inspect::Status st : {inspect::Status::kOk, inspect::Status::kBackPressured,
                                    inspect::Status::kStuck, inspect::Status::kStale}) {
     e.sample("weft_channel_status", fmt::format("{},status=\"{}\"", ch, status_label(st)),
              std::uint64_t{s.status == st ? 1U : 0U});
+  }
+}
+
+// Every journal under `root` (one per subdirectory, as weft-recorder --journal-root lays them
+// out, or `root` itself): segments and sequences, from a read-only scan.
+void add_journals(Exposition& e, const std::string& root, bool* any_error) {
+  std::vector<std::string> dirs;
+  auto own = weft::list_segments(root);
+  if (own && !own->empty()) {
+    dirs.push_back(root);
+  } else if (DIR* d = opendir(root.c_str())) {
+    while (const dirent* entry = readdir(d)) {
+      const std::string name = entry->d_name;
+      struct stat st {};
+      const std::string path = root + "/" + name;
+      if (name == "." || name == ".." || stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        continue;
+      }
+      dirs.push_back(path);
+    }
+    closedir(d);
+    std::sort(dirs.begin(), dirs.end());
+  } else {
+    *any_error = true;
+    return;
+  }
+  for (const std::string& dir : dirs) {
+    const std::string label = fmt::format("journal=\"{}\"", escape_label(dir));
+    auto segments = weft::list_segments(dir);
+    if (!segments) {
+      *any_error = true;
+      e.sample("weft_journal_up", label, std::uint64_t{0});
+      continue;
+    }
+    if (segments->empty()) continue;
+    std::uint64_t first = 0;
+    std::uint64_t last = 0;
+    std::uint64_t records = 0;
+    std::uint64_t bytes = 0;
+    std::uint64_t disk = 0;
+    bool valid = true;
+    for (const weft::SegmentInfo& s : *segments) {
+      if (s.records != 0 && first == 0) first = s.first_sequence;
+      if (s.last_sequence != 0) last = s.last_sequence;
+      records += s.records;
+      bytes += s.bytes;
+      disk += s.file_bytes;
+      valid = valid && s.header_valid;
+    }
+    e.sample("weft_journal_up", label, std::uint64_t{valid ? 1U : 0U});
+    e.sample("weft_journal_segments", label, std::uint64_t{segments->size()});
+    e.sample("weft_journal_first_sequence", label, first);
+    e.sample("weft_journal_last_sequence", label, last);
+    e.sample("weft_journal_records", label, records);
+    e.sample("weft_journal_record_bytes", label, bytes);
+    e.sample("weft_journal_disk_bytes", label, disk);
   }
 }
 
@@ -231,6 +357,7 @@ std::string render_metrics(const Global& g, bool* any_error,
     *any_error = true;
   }
   if (previous != nullptr) *previous = std::move(seen);  // Removed channels are forgotten.
+  if (!g.journal_root.empty()) add_journals(e, g.journal_root, any_error);
   e.sample("weft_channels",
            fmt::format("dir=\"{}\"", escape_label(weft::Channel::resolve_dir(g.dir))),
            std::uint64_t{count});

@@ -2,6 +2,7 @@
 // Every command returns its exit status: 0 all well, 1 a problem found, 2 a usage error.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -18,7 +19,8 @@ inline constexpr int kExitProblem = 1;
 inline constexpr int kExitUsage = 2;
 
 struct Global {
-  std::string dir;  // Channel directory; empty: $WEFT_SHM_DIR, else /dev/shm/weft.
+  std::string dir;           // Channel directory; empty: $WEFT_SHM_DIR, else /dev/shm/weft.
+  std::string journal_root;  // metrics, serve: journals to export too (empty: none).
   bool json = false;
 };
 
@@ -61,6 +63,13 @@ struct RmOptions {
   std::string name;
   bool force = false;
 };
+struct JournalCommandOptions {
+  std::string dir;           // One journal, or a root holding one per channel.
+  std::uint64_t from = 1;    // dump: first sequence.
+  std::size_t count = 100;   // dump: records at most.
+  bool hex = false;          // dump: hex dump of payloads.
+  std::size_t bytes = 4096;  // dump: payload bytes shown per record.
+};
 struct ServeOptions {
   std::string listen = "127.0.0.1:9464";
   double max_seconds = 0;  // 0: until interrupted (tests stop it after a while).
@@ -75,6 +84,9 @@ int cmd_unblock(const Global& g, const UnblockOptions& o);
 int cmd_gc(const Global& g, const GcOptions& o);
 int cmd_rm(const Global& g, const RmOptions& o);
 int cmd_metrics(const Global& g);
+int cmd_journal_ls(const Global& g, const JournalCommandOptions& o);
+int cmd_journal_verify(const Global& g, const JournalCommandOptions& o);
+int cmd_journal_dump(const Global& g, const JournalCommandOptions& o);
 int cmd_serve(const Global& g, const ServeOptions& o);
 
 // ---- shared helpers (channels.cpp)
@@ -89,6 +101,10 @@ double rate_per_s(const weft::inspect::ChannelSnapshot& before,
 // "1.5 Mi", "512" style byte counts and "12.3 k" style rates, for tables.
 std::string human_bytes(std::uint64_t bytes);
 std::string human_rate(double per_s);
+// Printable ASCII with C escapes for the rest, cut after `max_chars`.
+std::string printable(const std::vector<std::byte>& bytes, std::size_t max_chars);
+// A classic hex dump of `bytes`, saying how many of `total_length` were left out.
+void print_hexdump(const std::vector<std::byte>& bytes, std::uint64_t total_length);
 // Prints `message` as "weftctl: message" on stderr.
 void report_error(const std::string& message);
 

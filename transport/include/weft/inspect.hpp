@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "weft/export.hpp"
+#include "weft/flush_policy.hpp"
 #include "weft/options.hpp"
 #include "weft/result.hpp"
 
@@ -70,6 +71,27 @@ struct ConsumerInfo {
   bool sleeping = false;
   std::uint64_t lag_bytes = 0;               // tail - head (0 when the head is ahead).
   std::optional<std::uint64_t> lag_records;  // Committed records not yet consumed, when known.
+};
+
+// What the channel header says about its recorder and journal (weft/recorder.hpp): present once
+// a recorder has attached.
+struct JournalInfo {
+  RoleInfo recorder;
+  std::uint64_t durable_position = 0;   // Records ending at or below it are on disk.
+  std::uint64_t durable_sequence = 0;   // Journal sequence of the last durable record.
+  std::uint64_t durable_lag_bytes = 0;  // tail_position - durable_position.
+  std::uint64_t records_appended = 0;
+  std::uint64_t lost_records = 0;  // Lossy broadcast: never seen by the recorder.
+  std::uint32_t sync_mode = 0;     // weft::JournalSync.
+  std::string sync;                // Its name ("unknown" for a value no version writes).
+  std::uint32_t in_flight = 0;
+  std::uint64_t flushes = 0;
+  std::uint64_t bytes_durable = 0;
+  std::uint64_t records_durable = 0;
+  std::uint64_t errors = 0;
+  std::uint64_t retries = 0;
+  FlushPolicyStats policy;       // The batcher's estimates and current choices.
+  bool stats_consistent = true;  // False when the statistics kept changing while being read.
 };
 
 // Why a channel needs attention, worst first. Computed by classify().
@@ -134,6 +156,8 @@ struct ChannelSnapshot {
   // MPSC: the head waits on a claim whose producer is dead (weftctl unblock).
   bool head_blocked_by_dead_producer = false;
   std::int32_t blocking_slot = -1;
+
+  std::optional<JournalInfo> journal;
 
   std::int64_t taken_ns = 0;  // CLOCK_MONOTONIC when the snapshot was taken.
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -20,6 +21,7 @@
 #include "sys/sys.hpp"
 #include "weft/channel.hpp"
 #include "weft/detail/layout.hpp"
+#include "weft/journal.hpp"
 
 namespace weft::inspect {
 
@@ -443,6 +445,56 @@ ChannelSnapshot ChannelView::snapshot(bool liveness) const {
   }
   out.used_bytes = out.head_position <= tail ? std::min(tail - out.head_position, s.capacity()) : 0;
 
+  // The recorder's blocks (weft/recorder.hpp): its role, the durable position and statistics.
+  // Acquire (pid): pairs with the recorder's release in take_role.
+  const std::uint64_t durable = h.durable.durable_position.load(std::memory_order_acquire);
+  if (h.recorder.role.pid.load(std::memory_order_acquire) != 0 || durable != 0) {
+    JournalInfo j;
+    j.recorder = read_role(h.recorder.role, liveness, now_s);
+    j.durable_position = durable;
+    j.durable_lag_bytes = durable <= tail ? tail - durable : 0;
+    // Relaxed (all below): statistics, validated by the seqlock's version where they have one.
+    j.durable_sequence = h.durable.durable_sequence.load(std::memory_order_relaxed);
+    j.records_appended = h.recorder.records_appended.load(std::memory_order_relaxed);
+    j.lost_records = h.durable.lost_records.load(std::memory_order_relaxed);
+    const detail::JournalStatsBlock& block = h.journal_stats;
+    constexpr int kSeqlockTriesMax = 1000;
+    j.stats_consistent = false;
+    for (int tries = 0; tries < kSeqlockTriesMax && !j.stats_consistent; ++tries) {
+      // Acquire: pairs with the recorder's release store of an even version.
+      const std::uint32_t version = block.version.load(std::memory_order_acquire);
+      if ((version & 1) != 0) continue;
+      j.sync_mode = block.sync_mode.load(std::memory_order_relaxed);
+      j.policy.arrival_records_per_s =
+          std::bit_cast<double>(block.arrival_records_per_s.load(std::memory_order_relaxed));
+      j.policy.arrival_bytes_per_s =
+          std::bit_cast<double>(block.arrival_bytes_per_s.load(std::memory_order_relaxed));
+      j.policy.flush_fixed_ns =
+          std::bit_cast<double>(block.flush_fixed_ns.load(std::memory_order_relaxed));
+      j.policy.flush_ns_per_byte =
+          std::bit_cast<double>(block.flush_ns_per_byte.load(std::memory_order_relaxed));
+      j.policy.flush_cost_spread_ns =
+          std::bit_cast<double>(block.flush_cost_spread_ns.load(std::memory_order_relaxed));
+      j.policy.gather_bytes = block.gather_bytes.load(std::memory_order_relaxed);
+      j.policy.max_delay_ns = block.max_delay_ns.load(std::memory_order_relaxed);
+      j.policy.max_in_flight = block.max_in_flight.load(std::memory_order_relaxed);
+      j.in_flight = block.in_flight.load(std::memory_order_relaxed);
+      j.flushes = block.flushes.load(std::memory_order_relaxed);
+      j.bytes_durable = block.bytes_durable.load(std::memory_order_relaxed);
+      j.records_durable = block.records_durable.load(std::memory_order_relaxed);
+      j.errors = block.errors.load(std::memory_order_relaxed);
+      j.retries = block.retries.load(std::memory_order_relaxed);
+      // Acquire fence: the field loads above happen before the second version load; pairs with
+      // the recorder's release fence after it made the version odd.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      j.stats_consistent = block.version.load(std::memory_order_relaxed) == version;
+    }
+    j.sync = j.sync_mode <= static_cast<std::uint32_t>(JournalSync::kNone)
+                 ? journal_sync_name(static_cast<JournalSync>(j.sync_mode))
+                 : "unknown";
+    out.journal = std::move(j);
+  }
+
   // MPSC: is the head waiting on a dead producer's claim?
   if (s.mpsc() && liveness && tail != out.head_position && s.word(out.head_position) == 0) {
     const std::uint64_t at = out.head_position;
@@ -465,6 +517,13 @@ void classify(ChannelSnapshot& now, const ChannelSnapshot* before, bool stale,
   if (stale) {
     now.status = Status::kStale;
     now.reason = "no process has the channel open: its users are gone (weftctl gc removes it)";
+    return;
+  }
+  if (now.journal && now.journal->durable_lag_bytes != 0 &&
+      now.journal->recorder.liveness == Liveness::kDead) {
+    now.status = Status::kStuck;
+    now.reason = fmt::format("recorder pid {} died with {} bytes not yet durable: restart it",
+                             now.journal->recorder.pid, now.journal->durable_lag_bytes);
     return;
   }
   const bool pending = now.lag_bytes != 0;
