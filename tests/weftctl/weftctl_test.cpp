@@ -91,11 +91,11 @@ TEST_F(WeftctlTest, LsListsLiveChannelsOfEveryKind) {
   auto spsc = SpscProducer::create("a-spsc", options(ChannelKind::kSpsc));
   ASSERT_TRUE(spsc) << spsc.error().message();
   auto spsc_c = SpscConsumer::open("a-spsc", dir_.open_options());
-  ASSERT_TRUE(spsc_c);
+  ASSERT_TRUE(spsc_c) << spsc_c.error().message();
   auto mpsc = MpscProducer::create("b-mpsc", options(ChannelKind::kMpsc));
   ASSERT_TRUE(mpsc) << mpsc.error().message();
   auto mpsc_c = MpscConsumer::open("b-mpsc", dir_.open_options());
-  ASSERT_TRUE(mpsc_c);
+  ASSERT_TRUE(mpsc_c) << mpsc_c.error().message();
   auto bc = BroadcastProducer::create("c-bcast", options(ChannelKind::kBroadcast));
   ASSERT_TRUE(bc) << bc.error().message();
   auto bc_c1 = BroadcastConsumer::open("c-bcast", dir_.open_options());
@@ -153,9 +153,9 @@ TEST_F(WeftctlTest, LsListsLiveChannelsOfEveryKind) {
 
 TEST_F(WeftctlTest, ShowDecodesTheWholeHeader) {
   auto producer = MpscProducer::create("m", options(ChannelKind::kMpsc));
-  ASSERT_TRUE(producer);
+  ASSERT_TRUE(producer) << producer.error().message();
   auto consumer = MpscConsumer::open("m", dir_.open_options());
-  ASSERT_TRUE(consumer);
+  ASSERT_TRUE(consumer) << consumer.error().message();
   for (int i = 0; i < 5; ++i) ASSERT_EQ(producer->try_send(bytes_of("hello")), SendStatus::kOk);
   int seen = 0;
   ASSERT_EQ(consumer->poll([&](std::span<const std::byte>) { ++seen; }, 2).count, 2U);
@@ -247,9 +247,9 @@ TEST_F(WeftctlTest, DumpShowsPendingRecordsWithoutConsumingThem) {
 
 TEST_F(WeftctlTest, ReadingNeverChangesTheChannel) {
   auto producer = SpscProducer::create("quiet", options(ChannelKind::kSpsc));
-  ASSERT_TRUE(producer);
+  ASSERT_TRUE(producer) << producer.error().message();
   auto consumer = SpscConsumer::open("quiet", dir_.open_options());
-  ASSERT_TRUE(consumer);
+  ASSERT_TRUE(consumer) << consumer.error().message();
   for (int i = 0; i < 10; ++i) ASSERT_EQ(producer->try_send(bytes_of("payload")), SendStatus::kOk);
   const std::string before = read_file_bytes(dir_.file("quiet"));
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
@@ -354,7 +354,7 @@ TEST_F(WeftctlTest, CorruptHeaderGivesAClearErrorAndExitStatus1) {
 TEST_F(WeftctlTest, HostileSlotValuesNeverCrashAReader) {
   {
     auto producer = MpscProducer::create("m", options(ChannelKind::kMpsc, 4096));
-    ASSERT_TRUE(producer);
+    ASSERT_TRUE(producer) << producer.error().message();
     ASSERT_EQ(producer->try_send(bytes_of("x")), SendStatus::kOk);
   }
   // Producer slot 0: chunk and intent ranges pointing anywhere, a pid above the kernel's limit.
@@ -402,7 +402,7 @@ TEST_F(WeftctlTest, StaleChannelIsReportedAndCollectedButLiveOnesNeverAre) {
   });
   while (ready->load() == 0) usleep(1000);
   auto mine = MpscProducer::create("mine", options(ChannelKind::kMpsc));
-  ASSERT_TRUE(mine);
+  ASSERT_TRUE(mine) << mine.error().message();
 
   const json doc = ctl_json({"ls", "--json", "--interval", "0"}, 1);
   ASSERT_EQ(doc["channels"].size(), 3U);
@@ -452,7 +452,7 @@ TEST_F(WeftctlTest, GcRemovesCreationLeftoversOfDeadCreators) {
 
 TEST_F(WeftctlTest, RmRefusesAChannelInUseUnlessForced) {
   auto p = SpscProducer::create("busy", options(ChannelKind::kSpsc));
-  ASSERT_TRUE(p);
+  ASSERT_TRUE(p) << p.error().message();
   { ASSERT_TRUE(Channel::create("idle", options(ChannelKind::kSpsc))); }
   const Ran refused = ctl({"rm", "busy"});
   EXPECT_EQ(refused.exit_code, 1);
@@ -498,7 +498,7 @@ TEST_F(WeftctlTest, UnblockPadsADeadProducersClaimSoTheNextConsumerGoesOn) {
   victim.kill_and_wait();
   // Another producer commits behind it.
   auto other = MpscProducer::open("stuck", dir_.open_options());
-  ASSERT_TRUE(other);
+  ASSERT_TRUE(other) << other.error().message();
   ASSERT_EQ(other->try_send(bytes_of("behind the dead claim")), SendStatus::kOk);
 
   const json ls = ctl_json({"ls", "--json", "--interval", "10"}, 1);
@@ -521,7 +521,7 @@ TEST_F(WeftctlTest, UnblockPadsADeadProducersClaimSoTheNextConsumerGoesOn) {
   EXPECT_EQ(after["cursors"]["head_position"], 0);  // Nothing was consumed.
   // A consumer attaching now reads the record at once, without waiting for a timeout.
   auto consumer = MpscConsumer::open("stuck", dir_.open_options());
-  ASSERT_TRUE(consumer);
+  ASSERT_TRUE(consumer) << consumer.error().message();
   std::string got;
   const PollResult r = consumer->poll([&](std::span<const std::byte> b) {
     got.assign(reinterpret_cast<const char*>(b.data()), b.size());
@@ -536,9 +536,9 @@ TEST_F(WeftctlTest, UnblockPadsADeadProducersClaimSoTheNextConsumerGoesOn) {
 
 TEST_F(WeftctlTest, WatchRefreshesWithRates) {
   auto producer = SpscProducer::create("w", options(ChannelKind::kSpsc));
-  ASSERT_TRUE(producer);
+  ASSERT_TRUE(producer) << producer.error().message();
   auto consumer = SpscConsumer::open("w", dir_.open_options());
-  ASSERT_TRUE(consumer);
+  ASSERT_TRUE(consumer) << consumer.error().message();
   std::atomic<bool> stop{false};
   std::thread traffic([&] {
     while (!stop.load()) {
