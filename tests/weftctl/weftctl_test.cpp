@@ -382,14 +382,19 @@ TEST_F(WeftctlTest, StaleChannelIsReportedAndCollectedButLiveOnesNeverAre) {
   // "stale": created by a child that was killed. "held": kept open by a live child process.
   // "mine": kept open by this process.
   {
+    SharedBlock<std::atomic<int>> created;
     ChildProcess child([&] {
       auto p = SpscProducer::create("stale", options(ChannelKind::kSpsc));
       if (!p) return 1;
       (void)p->try_send(bytes_of("left behind"));
+      created->store(1);
       pause();
       return 0;
     });
-    while (!Channel::is_stale("stale", dir_.path()).has_value()) usleep(1000);
+    while (created->load() == 0) {
+      ASSERT_FALSE(child.poll_exited()) << child.status().describe();
+      usleep(1000);
+    }
     child.kill_and_wait();
   }
   SharedBlock<std::atomic<int>> ready;
