@@ -65,7 +65,7 @@ class JournalTest : public ::testing::TestWithParam<JournalSync> {
 
 TEST_P(JournalTest, AppendSyncReopenReplay) {
   const std::uint64_t seed = test_seed();
-  const std::uint64_t count = scaled(500, 50);
+  const std::uint64_t count = scaled(500, 400);
   {
     auto journal = Journal::open(dir(), small_options(GetParam()));
     ASSERT_TRUE(journal) << journal.error().message();
