@@ -207,56 +207,91 @@ struct Recorder::Impl {
     return {};
   }
 
-  Result<std::size_t> step() {
-    std::size_t moved = 0;
+  // Appends `record` (in place in the ring) whose header starts at the first record boundary at
+  // or after `cursor` that lies at its slot; advances `cursor` past it. SPSC and MPSC records are
+  // contiguous in ring order (padding aside), so each record's channel end position follows from
+  // where it lies in the ring: no copy is needed to learn it.
+  Result<void> append_in_place(std::span<const std::byte> record, std::uint64_t& cursor,
+                               const std::byte* ring, std::uint64_t mask) {
+    const auto slot = static_cast<std::uint64_t>(record.data() - detail::kRecordHeaderBytes - ring);
+    const std::uint64_t start = cursor + ((slot - (cursor & mask)) & mask);
+    cursor = start + detail::record_span_bytes(record.size());
+    if (cursor <= skip_until) {
+      ++stats.skipped;
+      return {};
+    }
+    RecordMeta meta;
+    meta.timestamp_ns = realtime_ns();
+    meta.source_position = cursor;
+    auto appended = journal.append(record, meta);
+    if (!appended) return unexpected(appended.error());
+    ++stats.records;
+    return {};
+  }
+
+  template <class Consumer>
+  Result<std::size_t> step_ring(Consumer& c) {
+    const Channel& ch = c.channel();
+    const std::byte* ring = ch.ring();
+    const std::uint64_t mask = ch.capacity_bytes() - 1;
+    std::uint64_t cursor = c.position();
     Result<void> outcome;
+    const auto handler = [&](std::span<const std::byte> record) {
+      if (outcome) outcome = append_in_place(record, cursor, ring, mask);
+    };
+    const PollResult r = c.poll(handler, kStepRecordsMax);
+    if (!outcome) return unexpected(outcome.error());
+    if (r.status == PollStatus::kCorrupted) return unexpected(c.last_error());
+    return r.count;
+  }
+
+  Result<std::size_t> step_broadcast(BroadcastConsumer& broadcast) {
+    std::size_t moved = 0;
     const auto copy = [this](std::span<const std::byte> record) {
       scratch.assign(record.begin(), record.end());
     };
-    while (moved < kStepRecordsMax && outcome) {
-      PollStatus status = PollStatus::kEmpty;
-      std::size_t count = 0;
-      std::uint64_t end = 0;
-      if (auto* spsc = std::get_if<SpscConsumer>(&consumer)) {
-        const PollResult r = spsc->poll(copy, 1);
-        status = r.status;
-        count = r.count;
-        end = spsc->position();
-      } else if (auto* mpsc = std::get_if<MpscConsumer>(&consumer)) {
-        const PollResult r = mpsc->poll(copy, 1);
-        status = r.status;
-        count = r.count;
-        end = mpsc->position();
-      } else {
-        auto& broadcast = std::get<BroadcastConsumer>(consumer);
-        const BroadcastPollResult r = broadcast.poll(copy, 1);
-        status = r.status;
-        count = r.count;
-        end = broadcast.position();
-        stats.lost_records += r.lost_records;
+    // One at a time: a lossy consumer hands out copies, so a record's end position is read from
+    // the consumer after each.
+    while (moved < kStepRecordsMax) {
+      const BroadcastPollResult r = broadcast.poll(copy, 1);
+      stats.lost_records += r.lost_records;
+      if (r.status == PollStatus::kDetached) {
+        return fail(Errc::kBusy, 0, "recorder",
+                    "{}: the producer detached the recorder (it looked dead); restart it",
+                    channel().path());
       }
-      if (status == PollStatus::kCorrupted || status == PollStatus::kDetached) {
-        const Error& e =
-            std::visit([](const auto& c) -> const Error& { return c.last_error(); }, consumer);
-        if (status == PollStatus::kDetached) {
-          return fail(Errc::kBusy, 0, "recorder",
-                      "{}: the producer detached the recorder (it looked dead); restart it",
-                      channel().path());
-        }
-        return unexpected(e);
+      if (r.status == PollStatus::kCorrupted) return unexpected(broadcast.last_error());
+      if (r.count == 0) break;
+      if (auto appended = append(broadcast.position()); !appended) {
+        return unexpected(appended.error());
       }
-      if (count == 0) break;
-      outcome = append(end);
       ++moved;
     }
-    if (!outcome) return unexpected(outcome.error());
+    return moved;
+  }
+
+  Result<std::size_t> step() {
+    Result<std::size_t> moved = std::size_t{0};
+    if (auto* spsc = std::get_if<SpscConsumer>(&consumer)) {
+      moved = step_ring(*spsc);
+    } else if (auto* mpsc = std::get_if<MpscConsumer>(&consumer)) {
+      moved = step_ring(*mpsc);
+    } else {
+      moved = step_broadcast(std::get<BroadcastConsumer>(consumer));
+    }
+    if (!moved) return moved;
     if (auto polled = journal.poll(); !polled) return unexpected(polled.error());
     publish(false);
     return moved;
   }
 
   void idle_wait() {
-    if (options.spin) return;
+    if (options.spin) {
+      // Yield rather than spin hard: the io_uring worker that runs the fdatasync may need this
+      // CPU, and a yield hands it over at once when it is runnable.
+      std::this_thread::yield();
+      return;
+    }
     if (journal.in_flight() != 0) {
       static_cast<void>(journal.wait(std::chrono::nanoseconds(kCompletionWaitNs)));
       return;
