@@ -304,6 +304,18 @@ TEST_F(WeftctlTest, VerifyPassesLiveChannelsAndReportsEachViolation) {
   EXPECT_NE(bad["violations"][0]["message"].get<std::string>().find("unknown type"),
             std::string::npos)
       << bad.dump(2);
+  // Counters that claim more pending records than the ring holds (quiet channel "b" untouched;
+  // use a fresh SPSC channel so the ring itself is fine).
+  {
+    auto quiet = SpscProducer::create("counts", options(ChannelKind::kSpsc, 4096));
+    ASSERT_TRUE(quiet) << quiet.error().message();
+    ASSERT_EQ(quiet->try_send(bytes_of("one")), SendStatus::kOk);
+    EXPECT_EQ(ctl_json({"verify", "counts", "--json"})["ok"], true);
+    pwrite_value(dir_.file("counts"), 128 + 32, std::uint64_t{1000});  // records_committed
+    const json counts = ctl_json({"verify", "counts", "--json"}, 1);
+    ASSERT_GE(counts["violations"].size(), 1U) << counts.dump(2);
+    EXPECT_EQ(counts["violations"][0]["field"], "producer.records_committed") << counts.dump(2);
+  }
   // A slot with an impossible pid and a sleepers count no channel can have.
   pwrite_value(dir_.file("m"), 384, std::uint32_t{999});  // data_sleepers
   const json bad_m = ctl_json({"verify", "m", "--json"}, 1);
