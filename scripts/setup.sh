@@ -8,6 +8,7 @@ packages=(
   build-essential g++ clang clang-format clang-tidy libclang-rt-14-dev cmake ninja-build pkg-config
   liburing-dev libnuma-dev libfmt-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libxxhash-dev
+  libcpp-httplib-dev prometheus systemd
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -22,6 +23,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The prometheus package is here for the metrics test, which runs its own server on a loopback
+  # port: do not leave the service the package just started running on the default port.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 build_dir=${WEFT_BUILD_DIR:-build}
