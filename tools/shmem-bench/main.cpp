@@ -9,6 +9,7 @@
 //   shmem-bench recovery --timeout-ms 200 how long a dead MPSC producer blocks the consumer
 //   shmem-bench compare                   weft SPSC beside a pipe, a Unix socket, mq and TCP
 //   shmem-bench sweep --csv out.csv       producers x offered rate x size grid
+//   shmem-bench durable --dir /var/tmp    producer -> recorder -> disk vs the disk's own floor
 //
 // Exit status: 0 success, 1 the run failed (system call, channel, child process), 2 bad usage.
 #include <unistd.h>
@@ -29,6 +30,7 @@
 #include <fmt/ranges.h>
 
 #include "compare.hpp"
+#include "durable.hpp"
 #include "endpoint.hpp"
 #include "env_info.hpp"
 #include "errors.hpp"
@@ -415,18 +417,23 @@ int run(int argc, char** argv) {
       recovery->add_option("--size", o.size, "Payload bytes per record (default 64)");
   recovery->add_option("--live-rate", o.live_rate, "Messages/s each producer sends (default 2e5)");
 
+  DurableConfig durable_config;
+  CLI::App* durable = add_durable_subcommand(app, durable_config);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ExtrasError& e) {
     fmt::print(stderr,
-               "shmem-bench: {}; the subcommands are latency, throughput, recovery, compare and "
-               "sweep (see --help)\n",
+               "shmem-bench: {}; the subcommands are latency, throughput, recovery, compare, "
+               "sweep and durable (see --help)\n",
                e.what());
     return kExitUsage;
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);
     return code == 0 ? 0 : kExitUsage;
   }
+
+  if (durable->parsed()) return run_durable(durable_config);
 
   if (o.size == 0 &&
       (lat_size->count() != 0 || tput_size->count() != 0 || recovery_size->count() != 0)) {

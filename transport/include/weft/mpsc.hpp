@@ -259,6 +259,14 @@ class WEFT_EXPORT MpscConsumer {
     if (read_position_ != head_) release_to(read_position_);
   }
 
+  // Holds back the release of read records that end above `limit` (see
+  // SpscConsumer::set_release_limit): the recorder sets it to the durable position. Raising it
+  // releases what it no longer holds back. ~0 (the default): release as read.
+  void set_release_limit(std::uint64_t limit) noexcept {
+    release_limit_ = limit;
+    release();
+  }
+
   // Blocks until a record is committed at the head or `timeout` passes; wakes at least every
   // unblock_timeout / 4 to look for a dead producer's claim.
   WaitStatus wait(std::chrono::nanoseconds timeout) noexcept;
@@ -290,6 +298,8 @@ class WEFT_EXPORT MpscConsumer {
 
   // Zeroes [head_, position) and publishes position as the new head.
   void release_to(std::uint64_t position) noexcept {
+    if (position > release_limit_) position = release_limit_;  // Held back: see above.
+    if (position <= head_) return;
     const std::uint64_t start = head_ & mask_;
     const std::uint64_t bytes = position - head_;
     // Relaxed + release fence: the fence keeps the zeroing below from being reordered before
@@ -324,9 +334,10 @@ class WEFT_EXPORT MpscConsumer {
   std::uint64_t mask_ = 0;
   std::uint64_t capacity_ = 0;
   std::uint64_t record_bytes_max_ = 0;
-  std::uint64_t head_ = 0;                 // Released: zeroed and given back to the producers.
-  std::uint64_t read_position_ = 0;        // Next record to read; head_ <= read_position_.
-  std::uint64_t release_interval_ = 0;     // Release at least this often inside one poll.
+  std::uint64_t head_ = 0;           // Released: zeroed and given back to the producers.
+  std::uint64_t read_position_ = 0;  // Next record to read; head_ <= read_position_.
+  std::uint64_t release_limit_ = ~std::uint64_t{0};  // See set_release_limit().
+  std::uint64_t release_interval_ = 0;               // Release at least this often inside one poll.
   std::uint64_t release_batch_bytes_ = 0;  // Release when this much is pending after a poll.
   std::uint64_t records_consumed_ = 0;
   std::uint64_t empty_polls_ = 0;

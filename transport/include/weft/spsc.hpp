@@ -380,6 +380,15 @@ class WEFT_EXPORT SpscConsumer {
   // during the call ends the wait.
   WaitStatus wait(std::chrono::nanoseconds timeout) noexcept;
 
+  // Holds back the release of consumed records that end above `limit`: the producer may not
+  // overwrite them, and a consumer that replaces this one after a crash reads them again. The
+  // recorder sets it to the durable position, so that a record leaves the ring only once it is
+  // on disk. Raising it releases what it no longer holds back. ~0 (the default): release as read.
+  void set_release_limit(std::uint64_t limit) noexcept {
+    release_limit_ = limit;
+    publish_head();
+  }
+
   // The error behind the last kCorrupted: the channel, the position and the bad field.
   [[nodiscard]] const Error& last_error() const noexcept { return error_; }
   [[nodiscard]] bool corrupted() const noexcept { return corrupted_; }
@@ -422,12 +431,16 @@ class WEFT_EXPORT SpscConsumer {
 
   void publish_head() noexcept {
     published_head_ = head_;
+    // Released up to head_, or less under a release limit; never backwards.
+    const std::uint64_t limited = head_ < release_limit_ ? head_ : release_limit_;
+    if (limited <= released_ && released_ != 0) return;
+    released_ = limited;
     // Relaxed: a statistic for observers; only this consumer writes it, and the release store
     // below publishes it together with the head.
     header_->consumer.records_consumed.store(records_consumed_, std::memory_order_relaxed);
-    // Release: tells the producer every byte below head_ is read; pairs with its acquire load of
-    // head_position in try_claim() and wait().
-    header_->consumer.head_position.store(head_, std::memory_order_release);
+    // Release: tells the producer every byte below the released head is read; pairs with its
+    // acquire load of head_position in try_claim() and wait().
+    header_->consumer.head_position.store(released_, std::memory_order_release);
     detail::ring_bell(header_->space_sleepers, header_->space_seq, full_fence_);
   }
 
@@ -440,8 +453,10 @@ class WEFT_EXPORT SpscConsumer {
   std::uint64_t mask_ = 0;
   std::uint64_t capacity_ = 0;
   std::uint64_t record_bytes_max_ = 0;
-  std::uint64_t head_ = 0;            // Consumer-local: next record to read.
-  std::uint64_t published_head_ = 0;  // Last value stored into head_position.
+  std::uint64_t head_ = 0;                           // Consumer-local: next record to read.
+  std::uint64_t published_head_ = 0;                 // head_ at the last publish_head().
+  std::uint64_t released_ = 0;                       // Last value stored into head_position.
+  std::uint64_t release_limit_ = ~std::uint64_t{0};  // See set_release_limit().
   std::uint64_t release_interval_ = 0;
   std::uint64_t peeked_span_ = 0;
   std::uint64_t records_consumed_ = 0;  // Mirrors consumer.records_consumed.

@@ -291,6 +291,7 @@ MpscConsumer::MpscConsumer(MpscConsumer&& other) noexcept
       record_bytes_max_(other.record_bytes_max_),
       head_(other.head_),
       read_position_(other.read_position_),
+      release_limit_(other.release_limit_),
       release_interval_(other.release_interval_),
       release_batch_bytes_(other.release_batch_bytes_),
       records_consumed_(other.records_consumed_),

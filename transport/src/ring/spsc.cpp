@@ -189,6 +189,7 @@ Result<SpscConsumer> SpscConsumer::attach(Channel&& channel) {
   const std::uint64_t head = header.consumer.head_position.load(std::memory_order_acquire);
   consumer.head_ = head;
   consumer.published_head_ = head;
+  consumer.released_ = head;
   // Relaxed: written only by the consumer role, which we now hold.
   consumer.records_consumed_ = header.consumer.records_consumed.load(std::memory_order_relaxed);
   return consumer;
@@ -203,6 +204,8 @@ SpscConsumer::SpscConsumer(SpscConsumer&& other) noexcept
       record_bytes_max_(other.record_bytes_max_),
       head_(other.head_),
       published_head_(other.published_head_),
+      released_(other.released_),
+      release_limit_(other.release_limit_),
       release_interval_(other.release_interval_),
       peeked_span_(other.peeked_span_),
       records_consumed_(other.records_consumed_),

@@ -1,6 +1,7 @@
 #include "sys/sys.hpp"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -13,8 +14,8 @@ int sys_fallocate(int fd, off_t offset, off_t length) {
 }
 
 constexpr Ops kDefaultOps{
-    sys_open, ::close,  ::fstat,   ::fchmod, ::ftruncate, sys_fallocate,
-    ::mmap,   ::munmap, ::madvise, ::link,   ::unlink,    ::mkdir,
+    sys_open,  ::close, ::fstat,  ::fchmod, ::ftruncate, sys_fallocate, ::mmap,  ::munmap,
+    ::madvise, ::link,  ::unlink, ::mkdir,  ::pwrite,    ::fdatasync,   ::fsync, ::rename,
 };
 
 Ops g_ops = kDefaultOps;

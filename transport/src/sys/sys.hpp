@@ -25,6 +25,11 @@ struct Ops {
   int (*link)(const char* from, const char* to);
   int (*unlink)(const char* path);
   int (*mkdir)(const char* path, mode_t mode);
+  // Added for the journal (segment files); appended so existing initialisers keep their meaning.
+  ssize_t (*pwrite)(int fd, const void* buffer, std::size_t count, off_t offset);
+  int (*fdatasync)(int fd);
+  int (*fsync)(int fd);
+  int (*rename)(const char* from, const char* to);
 };
 
 // The table in use. Tests may overwrite entries and must restore them (see ScopedSysOverride in

@@ -146,17 +146,61 @@ struct alignas(kFalseSharingRange) ReserveBlock {
   std::atomic<std::uint64_t> reserve_position;
 };
 
+// ---- Durability (the recorder; see weft/recorder.hpp) -----------------------------------------
+
+// The durable position, written only by the recorder (one writer). Every data record that ends at
+// or below durable_position has reached the journal and is durable there.
+struct alignas(kFalseSharingRange) DurableBlock {
+  std::atomic<std::uint64_t> durable_position;  // Channel position (a record end).
+  std::atomic<std::uint64_t> durable_sequence;  // Journal sequence of the last durable record.
+  std::atomic<std::uint64_t> channel_created_unix_ns;  // The channel the journal follows.
+  std::atomic<std::uint64_t> lost_records;  // Lossy broadcast: records the recorder never saw.
+};
+
+// The recorder's role: pid + start time, like every other role, so liveness works the same way.
+struct alignas(kFalseSharingRange) RecorderBlock {
+  RoleSlot role;
+  std::atomic<std::uint64_t> records_appended;  // Records the recorder appended, ever.
+};
+
+// Journal statistics, published by the recorder for weftctl and metrics. A seqlock: `version` is
+// odd while the recorder rewrites the fields; a reader retries until it reads the same even
+// version before and after. Floating-point fields are stored as their bit patterns.
+struct alignas(kFalseSharingRange) JournalStatsBlock {
+  std::atomic<std::uint32_t> version;
+  std::atomic<std::uint32_t> sync_mode;              // weft::JournalSync.
+  std::atomic<std::uint64_t> arrival_records_per_s;  // double bits (FlushPolicyStats).
+  std::atomic<std::uint64_t> arrival_bytes_per_s;    // double bits
+  std::atomic<std::uint64_t> flush_fixed_ns;         // double bits
+  std::atomic<std::uint64_t> flush_ns_per_byte;      // double bits
+  std::atomic<std::uint64_t> flush_cost_spread_ns;   // double bits
+  std::atomic<std::uint64_t> gather_bytes;
+  std::atomic<std::int64_t> max_delay_ns;
+  std::atomic<std::uint32_t> max_in_flight;
+  std::atomic<std::uint32_t> in_flight;
+  std::atomic<std::uint64_t> flushes;        // Flushes that became durable.
+  std::atomic<std::uint64_t> bytes_durable;  // Framed bytes made durable.
+  std::atomic<std::uint64_t> records_durable;
+  std::atomic<std::uint64_t> errors;   // Write or fsync failures (each stops the recorder).
+  std::atomic<std::uint64_t> retries;  // Short writes and -EAGAIN resubmitted.
+};
+
 struct ChannelHeader {
-  ChannelMeta meta;             // offset 0
-  ProducerBlock producer;       // offset 128
-  ConsumerBlock consumer;       // offset 256
-  BellSleepers data_sleepers;   // offset 384: consumers asleep waiting for data
-  BellSeq data_seq;             // offset 512: bumped by the producer to wake them
-  BellSleepers space_sleepers;  // offset 640: producers asleep waiting for space
-  BellSeq space_seq;            // offset 768: bumped by the consumer to wake them
-  ChannelConfig config;         // offset 896
-  RecoveryCounters recovery;    // offset 1024
-  ReserveBlock reserve;         // offset 1152
+  ChannelMeta meta;               // offset 0
+  ProducerBlock producer;         // offset 128
+  ConsumerBlock consumer;         // offset 256
+  BellSleepers data_sleepers;     // offset 384: consumers asleep waiting for data
+  BellSeq data_seq;               // offset 512: bumped by the producer to wake them
+  BellSleepers space_sleepers;    // offset 640: producers asleep waiting for space
+  BellSeq space_seq;              // offset 768: bumped by the consumer to wake them
+  ChannelConfig config;           // offset 896
+  RecoveryCounters recovery;      // offset 1024
+  ReserveBlock reserve;           // offset 1152
+  DurableBlock durable;           // offset 1280: written by the recorder
+  RecorderBlock recorder;         // offset 1408: the recorder's role
+  BellSleepers durable_sleepers;  // offset 1536: producers/consumers asleep waiting for durability
+  BellSeq durable_seq;            // offset 1664: bumped by the recorder to wake them
+  JournalStatsBlock journal_stats;  // offset 1792: written by the recorder
 };
 
 // An MPSC producer's own block. A producer claims a chunk of the ring by compare-and-swap of
@@ -234,6 +278,18 @@ static_assert(offsetof(ProducerBlock, role) == 8, "layout documented in shm-layo
 static_assert(offsetof(ProducerBlock, records_committed) == 32, "layout in shm-layout.md");
 static_assert(offsetof(ProducerBlock, claims_refused) == 40, "layout in shm-layout.md");
 static_assert(offsetof(ChannelHeader, reserve) == 1152, "layout in shm-layout.md");
+static_assert(offsetof(ChannelHeader, durable) == 1280, "layout in shm-layout.md");
+static_assert(offsetof(ChannelHeader, recorder) == 1408, "layout in shm-layout.md");
+static_assert(offsetof(ChannelHeader, durable_sleepers) == 1536, "layout in shm-layout.md");
+static_assert(offsetof(ChannelHeader, durable_seq) == 1664, "layout in shm-layout.md");
+static_assert(offsetof(ChannelHeader, journal_stats) == 1792, "layout in shm-layout.md");
+static_assert(sizeof(DurableBlock) == kFalseSharingRange, "one block");
+static_assert(sizeof(RecorderBlock) == kFalseSharingRange, "one block");
+static_assert(sizeof(JournalStatsBlock) == kFalseSharingRange, "one block");
+static_assert(offsetof(DurableBlock, durable_sequence) == 8, "layout in shm-layout.md");
+static_assert(offsetof(JournalStatsBlock, flushes) == 72, "layout in shm-layout.md");
+static_assert(offsetof(JournalStatsBlock, retries) == 104, "layout in shm-layout.md");
+static_assert(std::atomic<std::int64_t>::is_always_lock_free, "see above");
 static_assert(offsetof(ConsumerBlock, records_consumed) == 32, "layout in shm-layout.md");
 static_assert(offsetof(ConsumerBlock, zeroing_end) == 40, "layout in shm-layout.md");
 static_assert(sizeof(RoleSlot) == 24, "layout documented in shm-layout.md");

@@ -1,0 +1,559 @@
+// The journal: append, sync, recovery (torn tails at every offset, bit flips, corruption), replay,
+// segment roll-over, retention, the simple flush policies, and injected I/O faults.
+#include "weft/journal.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "journal/format.hpp"
+#include "journal/io_seam.hpp"
+#include "journal_test_support.hpp"
+#include "support/test_support.hpp"
+#include "sys/sys.hpp"
+
+namespace weft::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+JournalOptions small_options(JournalSync sync = JournalSync::kAuto) {
+  JournalOptions options;
+  options.segment_bytes = 64 * 1024;
+  options.buffer_bytes = 32 * 1024;
+  options.buffers = 4;
+  options.spare_segments = 0;
+  options.sync = sync;
+  return options;
+}
+
+// Appends records 1..count (payload from payload_for) and syncs.
+void append_records(Journal& journal, std::uint64_t first, std::uint64_t count,
+                    std::uint64_t seed) {
+  std::vector<std::byte> payload;
+  for (std::uint64_t sequence = first; sequence < first + count; ++sequence) {
+    payload_for(seed, sequence, payload);
+    RecordMeta meta;
+    meta.timestamp_ns = static_cast<std::int64_t>(sequence * 10);
+    meta.source_position = sequence * 1000;
+    auto appended = journal.append(payload, meta);
+    ASSERT_TRUE(appended) << appended.error().message();
+    ASSERT_EQ(*appended, sequence);
+  }
+  auto synced = journal.sync();
+  ASSERT_TRUE(synced) << synced.error().message();
+}
+
+class JournalTest : public ::testing::TestWithParam<JournalSync> {
+ protected:
+  std::string dir() const {
+    return GetParam() == JournalSync::kNone ? shm_.path() + "/j" : disk_.path() + "/j";
+  }
+  TempDir shm_;
+  DiskDir disk_;
+};
+
+TEST_P(JournalTest, AppendSyncReopenReplay) {
+  const std::uint64_t seed = test_seed();
+  const std::uint64_t count = scaled(500, 50);
+  {
+    auto journal = Journal::open(dir(), small_options(GetParam()));
+    ASSERT_TRUE(journal) << journal.error().message();
+    EXPECT_EQ(journal->sync_mode(), GetParam());
+    EXPECT_EQ(journal->next_sequence(), 1u);
+    append_records(*journal, 1, count, seed);
+    EXPECT_EQ(journal->durable_sequence(), count);
+    EXPECT_EQ(journal->durable_source_position(), count * 1000);
+    const JournalStats stats = journal->stats();
+    EXPECT_EQ(stats.durable_records, count);
+    EXPECT_GE(stats.flushes, 1u);
+    EXPECT_EQ(stats.errors, 0u);
+  }
+  auto journal = Journal::open(dir(), small_options(GetParam()));
+  ASSERT_TRUE(journal) << journal.error().message();
+  EXPECT_EQ(journal->recovery().records, count);
+  EXPECT_EQ(journal->recovery().dropped_records, 0u);
+  EXPECT_EQ(journal->recovery().dropped_bytes, 0u);
+  EXPECT_EQ(journal->next_sequence(), count + 1);
+  EXPECT_EQ(journal->recovery().last_source_position, count * 1000);
+  // Continue after the recovered tail, then replay everything.
+  append_records(*journal, count + 1, 10, seed);
+  expect_replay(dir(), 1, count + 10, seed);
+  expect_replay(dir(), count / 2, count + 10, seed);
+  auto report = verify_journal(dir());
+  ASSERT_TRUE(report) << report.error().message();
+  EXPECT_FALSE(report->corrupted);
+  EXPECT_TRUE(report->issues.empty());
+  EXPECT_EQ(report->records, count + 10);
+  EXPECT_EQ(report->last_sequence, count + 10);
+  auto segments = list_segments(dir());
+  ASSERT_TRUE(segments) << segments.error().message();
+  EXPECT_GT(segments->size(), 1u) << "64 KiB segments must have rolled over";
+  std::uint64_t records = 0;
+  for (std::size_t i = 0; i < segments->size(); ++i) {
+    EXPECT_TRUE((*segments)[i].header_valid);
+    EXPECT_EQ((*segments)[i].index, i);
+    if (i > 0) {
+      EXPECT_EQ((*segments)[i].first_sequence, (*segments)[i - 1].last_sequence + 1);
+    }
+    records += (*segments)[i].records;
+  }
+  EXPECT_EQ(records, count + 10);
+}
+
+TEST_P(JournalTest, SecondWriterIsRefused) {
+  auto first = Journal::open(dir(), small_options(GetParam()));
+  ASSERT_TRUE(first) << first.error().message();
+  auto second = Journal::open(dir(), small_options(GetParam()));
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, Errc::kBusy);
+}
+
+TEST_P(JournalTest, LiveReaderFollowsTheTail) {
+  const std::uint64_t seed = test_seed();
+  auto journal = Journal::open(dir(), small_options(GetParam()));
+  ASSERT_TRUE(journal) << journal.error().message();
+  append_records(*journal, 1, 5, seed);
+  auto reader = JournalReader::open(dir(), 1);
+  ASSERT_TRUE(reader) << reader.error().message();
+  JournalRecord record;
+  std::vector<std::byte> expected;
+  for (std::uint64_t sequence = 1; sequence <= 5; ++sequence) {
+    ASSERT_EQ(reader->next(record), ReadStatus::kRecord);
+    EXPECT_EQ(record.sequence, sequence);
+  }
+  EXPECT_EQ(reader->next(record), ReadStatus::kEnd);
+  // Enough to roll into new segments while the reader waits at the end.
+  append_records(*journal, 6, 800, seed);
+  for (std::uint64_t sequence = 6; sequence <= 805; ++sequence) {
+    ASSERT_EQ(reader->next(record), ReadStatus::kRecord) << "sequence " << sequence;
+    ASSERT_EQ(record.sequence, sequence);
+    payload_for(seed, sequence, expected);
+    ASSERT_EQ(record.payload.size(), expected.size());
+    ASSERT_EQ(std::memcmp(record.payload.data(), expected.data(), expected.size()), 0);
+    EXPECT_EQ(record.source_position, sequence * 1000);
+    EXPECT_EQ(record.timestamp_ns, static_cast<std::int64_t>(sequence * 10));
+  }
+  EXPECT_EQ(reader->next(record), ReadStatus::kEnd);
+}
+
+TEST_P(JournalTest, TooLargeRecordIsRefused) {
+  auto journal = Journal::open(dir(), small_options(GetParam()));
+  ASSERT_TRUE(journal) << journal.error().message();
+  std::vector<std::byte> big(journal->record_bytes_max() + 1);
+  auto appended = journal->append(big);
+  ASSERT_FALSE(appended);
+  EXPECT_EQ(appended.error().code, Errc::kInvalidArgument);
+  big.resize(journal->record_bytes_max());
+  auto fits = journal->append(big);
+  ASSERT_TRUE(fits) << fits.error().message();
+  ASSERT_TRUE(journal->sync());
+}
+
+INSTANTIATE_TEST_SUITE_P(Sync, JournalTest,
+                         ::testing::Values(JournalSync::kNone, JournalSync::kWriteFdatasync,
+                                           JournalSync::kDirectDsync),
+                         [](const ::testing::TestParamInfo<JournalSync>& param_info) {
+                           switch (param_info.param) {
+                             case JournalSync::kNone:
+                               return std::string("None");
+                             case JournalSync::kWriteFdatasync:
+                               return std::string("WriteFdatasync");
+                             default:
+                               return std::string("DirectDsync");
+                           }
+                         });
+
+TEST(JournalTmpfs, AutoIssuesNoFsyncOnTmpfs) {
+  TempDir shm;
+  auto journal = Journal::open(shm.path() + "/j", small_options(JournalSync::kAuto));
+  ASSERT_TRUE(journal) << journal.error().message();
+  EXPECT_EQ(journal->sync_mode(), JournalSync::kNone);
+  // An fsync would fail the journal: none is issued.
+  FaultHook hook([](journal::IoOp op, int result, std::uint32_t) {
+    return op == journal::IoOp::kFsync ? -EIO : result;
+  });
+  append_records(*journal, 1, 20, 7);
+  EXPECT_FALSE(journal->failed());
+  EXPECT_EQ(hook.fsyncs(), 0u);
+}
+
+// ---- Recovery ---------------------------------------------------------------------------------
+
+// A journal with a few synced batches; the last batch's byte range is known.
+struct BatchedJournal {
+  std::string dir;
+  std::string segment;                // The file holding the last batch.
+  std::uint64_t batch_start = 0;      // File offset of the last batch's first record.
+  std::vector<std::uint64_t> starts;  // Record start offsets in the last batch.
+  std::vector<std::uint64_t> ends;    // Record ends (header + payload, before alignment).
+  std::uint64_t records_before = 0;   // Records before the last batch.
+  std::uint64_t seed = 0;
+};
+
+BatchedJournal make_batched(const std::string& dir, JournalSync sync, std::uint64_t seed) {
+  BatchedJournal out;
+  out.dir = dir;
+  out.seed = seed;
+  // Nothing flushes before sync(): each append_records call is exactly one flush (batch).
+  JournalOptions options = small_options(sync);
+  options.policy = make_fixed_flush(std::uint64_t{1} << 30, std::chrono::hours(1));
+  auto journal = Journal::open(dir, std::move(options));
+  EXPECT_TRUE(journal) << journal.error().message();
+  append_records(*journal, 1, 6, seed);
+  append_records(*journal, 7, 4, seed);
+  out.records_before = 10;
+  auto segments = list_segments(dir);
+  EXPECT_TRUE(segments);
+  out.segment = segments->back().path;
+  out.batch_start = journal::kSegmentHeaderBytes + segments->back().bytes;
+  std::vector<std::byte> payload;
+  std::uint64_t offset = out.batch_start;
+  for (std::uint64_t sequence = 11; sequence <= 13; ++sequence) {
+    payload_for(seed, sequence, payload);
+    out.starts.push_back(offset);
+    out.ends.push_back(offset + sizeof(journal::RecordHeader) + payload.size());
+    offset += journal::record_span(payload.size());
+  }
+  append_records(*journal, 11, 3, seed);
+  return out;
+}
+
+TEST(JournalRecovery, TornLastBatchAtEveryOffsetKeepsExactlyTheValidPrefix) {
+  TempDir shm;
+  const std::uint64_t seed = test_seed();
+  const BatchedJournal base = make_batched(shm.path() + "/base", JournalSync::kNone, seed);
+  const std::uint64_t batch_end = base.ends.back();
+  const std::uint64_t step = test_scale() < 1 ? 7 : 1;
+  for (std::uint64_t cut = base.batch_start; cut < batch_end; cut += step) {
+    for (const bool shorten : {false, true}) {
+      const std::string dir = shm.path() + "/cut";
+      fs::remove_all(dir);
+      fs::copy(base.dir, dir);
+      const std::string segment = dir + "/" + fs::path(base.segment).filename().string();
+      if (shorten) {
+        ASSERT_EQ(::truncate(segment.c_str(), static_cast<off_t>(cut)), 0);
+      } else {
+        zero_range(segment, cut, batch_end - cut);
+      }
+      // A record is intact when its bytes are; a shortened file must also hold its alignment.
+      std::uint64_t intact = 0;
+      for (std::size_t i = 0; i < base.ends.size(); ++i) {
+        const std::uint64_t end =
+            shorten ? base.starts[i] + ((base.ends[i] - base.starts[i] + 7) & ~std::uint64_t{7})
+                    : base.ends[i];
+        intact += end <= cut ? 1 : 0;
+      }
+      {
+        auto journal = Journal::open(dir, small_options(JournalSync::kNone));
+        ASSERT_TRUE(journal) << "cut at " << cut << ": " << journal.error().message();
+        ASSERT_EQ(journal->recovery().records, base.records_before + intact) << "cut " << cut;
+        ASSERT_EQ(journal->next_sequence(), base.records_before + intact + 1);
+        // A record cut part-way is reported dropped; one cut off whole left no trace to report.
+        bool partial = false;
+        for (std::size_t i = 0; i < base.ends.size(); ++i) {
+          partial = partial || (base.starts[i] < cut && cut < base.ends[i]);
+        }
+        if (partial) {
+          EXPECT_GE(journal->recovery().dropped_records + journal->recovery().dropped_bytes, 1u)
+              << "cut " << cut << (shorten ? " (file shortened)" : " (bytes zeroed)")
+              << " record starts " << base.starts[0] << " " << base.starts[1] << " "
+              << base.starts[2] << " ends " << base.ends[0] << " " << base.ends[1] << " "
+              << base.ends[2];
+        }
+        // Appending after the recovered tail works and the result replays cleanly.
+        append_records(*journal, base.records_before + intact + 1, 2, seed);
+      }
+      expect_replay(dir, 1, base.records_before + intact + 2, seed);
+      auto report = verify_journal(dir);
+      ASSERT_TRUE(report);
+      ASSERT_TRUE(report->issues.empty()) << "cut " << cut << ": " << report->issues[0].what;
+    }
+  }
+}
+
+TEST(JournalRecovery, BitFlipInLastBatchKeepsExactlyTheValidPrefix) {
+  TempDir shm;
+  const std::uint64_t seed = test_seed();
+  const BatchedJournal base = make_batched(shm.path() + "/base", JournalSync::kNone, seed);
+  Rng rng(seed);
+  const std::uint64_t step = test_scale() < 1 ? 5 : 1;
+  for (std::uint64_t at = base.batch_start; at < base.ends.back(); at += step) {
+    const std::string dir = shm.path() + "/flip";
+    fs::remove_all(dir);
+    fs::copy(base.dir, dir);
+    const std::string segment = dir + "/" + fs::path(base.segment).filename().string();
+    flip_bit(segment, at, static_cast<unsigned>(rng.below(8)));
+    // Records before the damaged one stay; alignment bytes after a payload are not covered.
+    std::uint64_t kept = base.records_before;
+    bool damaged = false;
+    for (std::size_t i = 0; i < base.starts.size(); ++i) {
+      if (at >= base.starts[i] && at < base.ends[i]) damaged = true;
+      if (damaged) break;
+      ++kept;
+    }
+    auto journal = Journal::open(dir, small_options(JournalSync::kNone));
+    ASSERT_TRUE(journal) << "flip at " << at << ": " << journal.error().message();
+    ASSERT_EQ(journal->recovery().records, kept) << "flip at " << at;
+    if (damaged) {
+      EXPECT_GE(journal->recovery().dropped_records, 1u) << "flip at " << at;
+    }
+    expect_replay(dir, 1, kept, seed);
+  }
+}
+
+TEST(JournalRecovery, BadRecordFollowedByLaterBatchesIsCorruption) {
+  TempDir shm;
+  const std::uint64_t seed = test_seed();
+  const BatchedJournal base = make_batched(shm.path() + "/j", JournalSync::kNone, seed);
+  // Damage record 7 (the first batch of 4, long durable when batch 11..13 was written).
+  auto segments = list_segments(base.dir);
+  ASSERT_TRUE(segments);
+  std::uint64_t offset = journal::kSegmentHeaderBytes;
+  std::vector<std::byte> payload;
+  for (std::uint64_t sequence = segments->back().first_sequence; sequence < 7; ++sequence) {
+    payload_for(seed, sequence, payload);
+    offset += journal::record_span(payload.size());
+  }
+  ASSERT_EQ(segments->back().first_sequence, 1u) << "all in one segment";
+  flip_bit(base.segment, offset + sizeof(journal::RecordHeader), 3);
+  auto journal = Journal::open(base.dir, small_options(JournalSync::kNone));
+  ASSERT_FALSE(journal);
+  EXPECT_EQ(journal.error().code, Errc::kCorrupted);
+  EXPECT_NE(journal.error().message().find("corruption"), std::string::npos)
+      << journal.error().message();
+  auto report = verify_journal(base.dir);
+  ASSERT_TRUE(report);
+  EXPECT_TRUE(report->corrupted);
+  ASSERT_FALSE(report->issues.empty());
+  EXPECT_EQ(report->issues[0].sequence, 7u);
+  EXPECT_EQ(report->last_sequence, 6u);
+  // The read-only calls changed nothing: still corrupt.
+  EXPECT_FALSE(Journal::open(base.dir, small_options(JournalSync::kNone)));
+  // A reader bounded by the durable position reports the corruption instead of skipping it.
+  ReaderOptions bounded;
+  bounded.sequence_limit = 13;
+  auto reader = JournalReader::open(base.dir, 1, bounded);
+  ASSERT_TRUE(reader);
+  JournalRecord record;
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(reader->next(record), ReadStatus::kRecord);
+  EXPECT_EQ(reader->next(record), ReadStatus::kCorrupted);
+  EXPECT_NE(reader->last_error().message().find("durable record 7"), std::string::npos)
+      << reader->last_error().message();
+}
+
+TEST(JournalRecovery, SegmentHeaderDamageIsCorruption) {
+  TempDir shm;
+  const BatchedJournal base = make_batched(shm.path() + "/j", JournalSync::kNone, test_seed());
+  flip_bit(base.segment, 20, 1);
+  auto journal = Journal::open(base.dir, small_options(JournalSync::kNone));
+  ASSERT_FALSE(journal);
+  EXPECT_EQ(journal.error().code, Errc::kCorrupted);
+  EXPECT_NE(journal.error().message().find("segment header"), std::string::npos);
+}
+
+TEST(JournalRecovery, GarbageFileIsCorruptionNotACrash) {
+  TempDir shm;
+  const std::string dir = shm.path() + "/j";
+  fs::create_directories(dir);
+  std::vector<std::byte> junk(70000);
+  fill_pattern(junk, 42);
+  write_file(dir + "/" + journal::segment_file_name(0), junk);
+  auto journal = Journal::open(dir, small_options(JournalSync::kNone));
+  ASSERT_FALSE(journal);
+  EXPECT_EQ(journal.error().code, Errc::kCorrupted);
+}
+
+// ---- Retention --------------------------------------------------------------------------------
+
+TEST(JournalRetention, RemovesOldSegmentsButNotOneAReaderHolds) {
+  TempDir shm;
+  const std::string dir = shm.path() + "/j";
+  JournalOptions options = small_options(JournalSync::kNone);
+  options.retain_bytes = 4 * options.segment_bytes;
+  options.spare_segments = 1;
+  std::vector<SegmentInfo> left;
+  {
+    auto journal = Journal::open(dir, std::move(options));
+    ASSERT_TRUE(journal) << journal.error().message();
+    append_records(*journal, 1, 50, 3);
+    auto reader = JournalReader::open(dir, 1);  // Holds segment 0.
+    ASSERT_TRUE(reader);
+    append_records(*journal, 51, 2000, 3);
+    auto segments = list_segments(dir);
+    ASSERT_TRUE(segments);
+    EXPECT_EQ(segments->front().index, 0u) << "the reader's segment must stay";
+    {
+      auto later = JournalReader::open(dir, 1990);  // Moves on: segment 0 may go, not its own.
+      ASSERT_TRUE(later);
+      reader = std::move(later);
+      append_records(*journal, 2051, 500, 3);
+      segments = list_segments(dir);
+      ASSERT_TRUE(segments);
+      EXPECT_GT(segments->front().index, 0u);
+      EXPECT_LE(segments->front().first_sequence, 1990u);
+    }
+    reader = JournalReader::open(shm.path() + "/j", 3000);  // Holds nothing old any more.
+    append_records(*journal, 2551, 500, 3);
+    segments = list_segments(dir);
+    ASSERT_TRUE(segments);
+    EXPECT_LE(segments->size(), 5u);
+    EXPECT_GT(journal->stats().segments_removed, 0u);
+    EXPECT_GT(journal->stats().segments_recycled, 0u) << "removed segments are reused as spares";
+    // What is left replays cleanly from its first record, recycled files included.
+    auto report = verify_journal(dir);
+    ASSERT_TRUE(report);
+    EXPECT_TRUE(report->issues.empty()) << report->issues[0].what;
+    EXPECT_EQ(report->last_sequence, 3050u);
+    expect_replay(dir, segments->front().first_sequence, 3050, 3);
+  }
+  // Reopen: recycled segments hold stale bytes of an older epoch after the tail; not a tear.
+  auto reopened = Journal::open(dir, small_options(JournalSync::kNone));
+  ASSERT_TRUE(reopened) << reopened.error().message();
+  EXPECT_EQ(reopened->recovery().dropped_records, 0u);
+  EXPECT_EQ(reopened->next_sequence(), 3051u);
+}
+
+// ---- Policies ---------------------------------------------------------------------------------
+
+TEST(JournalPolicy, FixedDelayFlushesALoneRecordAfterItsDelay) {
+  TempDir shm;
+  JournalOptions options = small_options(JournalSync::kNone);
+  options.policy = make_fixed_flush(1 << 20, std::chrono::milliseconds(20), 2);
+  auto journal = Journal::open(shm.path() + "/j", std::move(options));
+  ASSERT_TRUE(journal);
+  EXPECT_STREQ(journal->policy_name(), "fixed-1024KiB-20000us");
+  std::vector<std::byte> payload(100);
+  ASSERT_TRUE(journal->append(payload));
+  EXPECT_EQ(journal->in_flight(), 0u) << "1 MiB not gathered and the delay not over";
+  EXPECT_GT(journal->recheck_at_ns(), 0);
+  for (int i = 0; i < 1000 && journal->durable_sequence() < 1; ++i) {
+    ASSERT_TRUE(journal->wait(std::chrono::milliseconds(50)));
+  }
+  EXPECT_EQ(journal->durable_sequence(), 1u);
+  EXPECT_EQ(journal->stats().policy.gather_bytes, 1u << 20);
+  EXPECT_EQ(journal->stats().policy.max_in_flight, 2u);
+}
+
+TEST(JournalPolicy, NaturalAndEveryFlushAtOnce) {
+  for (auto make : {make_natural_flush, make_flush_every_record}) {
+    TempDir shm;
+    JournalOptions options = small_options(JournalSync::kNone);
+    options.policy = make();
+    auto journal = Journal::open(shm.path() + "/j", std::move(options));
+    ASSERT_TRUE(journal);
+    std::vector<std::byte> payload(100);
+    ASSERT_TRUE(journal->append(payload));
+    EXPECT_EQ(journal->in_flight() + journal->durable_sequence(), 1u) << journal->policy_name();
+    ASSERT_TRUE(journal->sync());
+    EXPECT_EQ(journal->durable_sequence(), 1u);
+  }
+}
+
+// ---- Fault injection --------------------------------------------------------------------------
+
+class JournalFault : public ::testing::Test {
+ protected:
+  std::string dir() const { return shm_.path() + "/j"; }
+  JournalOptions options() const { return small_options(JournalSync::kWriteFdatasync); }
+  TempDir shm_;
+};
+
+TEST_F(JournalFault, WriteErrorFailsLoudlyAndIsNeverDurable) {
+  for (const int err : {EIO, ENOSPC}) {
+    TempDir shm;
+    auto journal = Journal::open(shm.path() + "/j", options());
+    ASSERT_TRUE(journal);
+    append_records(*journal, 1, 3, 1);
+    FaultHook hook([err](journal::IoOp op, int result, std::uint32_t) {
+      return op == journal::IoOp::kWrite ? -err : result;
+    });
+    std::vector<std::byte> payload(100);
+    ASSERT_TRUE(journal->append(payload));
+    auto synced = journal->sync();
+    ASSERT_FALSE(synced);
+    EXPECT_EQ(synced.error().code, err == ENOSPC ? Errc::kNoSpace : Errc::kIoError);
+    EXPECT_EQ(synced.error().sys_errno, err);
+    EXPECT_NE(synced.error().message().find("not durable"), std::string::npos);
+    EXPECT_TRUE(journal->failed());
+    EXPECT_EQ(journal->durable_sequence(), 3u);
+    EXPECT_EQ(journal->stats().errors, 1u);
+    EXPECT_FALSE(journal->append(payload)) << "a failed journal stays failed";
+  }
+}
+
+TEST_F(JournalFault, FsyncErrorFailsAndIsNeverRetried) {
+  auto journal = Journal::open(dir(), options());
+  ASSERT_TRUE(journal);
+  append_records(*journal, 1, 3, 1);
+  FaultHook hook([](journal::IoOp op, int result, std::uint32_t) {
+    return op == journal::IoOp::kFsync ? -EIO : result;
+  });
+  std::vector<std::byte> payload(100);
+  ASSERT_TRUE(journal->append(payload));
+  auto synced = journal->sync();
+  ASSERT_FALSE(synced);
+  EXPECT_EQ(synced.error().sys_errno, EIO);
+  EXPECT_NE(synced.error().message().find("fdatasync"), std::string::npos);
+  EXPECT_EQ(journal->durable_sequence(), 3u);
+  EXPECT_EQ(hook.fsyncs(), 1u) << "never retried";
+}
+
+TEST_F(JournalFault, ShortWritesAndEagainAreRetried) {
+  const std::uint64_t seed = test_seed();
+  {
+    auto journal = Journal::open(dir(), options());
+    ASSERT_TRUE(journal);
+    // Every write reports half of what it was asked (at least 1 byte), and every third -EAGAIN.
+    FaultHook hook([](journal::IoOp op, int result, std::uint32_t requested) {
+      static int calls = 0;
+      if (op != journal::IoOp::kWrite || result < 0) return result;
+      if (++calls % 3 == 0) return -EAGAIN;
+      return requested > 1 ? static_cast<int>(requested / 2) : result;
+    });
+    append_records(*journal, 1, 200, seed);
+    EXPECT_FALSE(journal->failed());
+    EXPECT_EQ(journal->durable_sequence(), 200u);
+    EXPECT_GT(journal->stats().retries, 0u);
+  }
+  expect_replay(dir(), 1, 200, seed);
+}
+
+TEST_F(JournalFault, NoSpaceForANewSegmentIsReported) {
+  auto journal = Journal::open(dir(), options());
+  ASSERT_TRUE(journal);
+  ScopedFallocateFailure fail_allocation(ENOSPC);
+  std::vector<std::byte> payload(1000);
+  Result<std::uint64_t> appended = std::uint64_t{0};
+  for (int i = 0; i < 200 && appended; ++i) appended = journal->append(payload);
+  ASSERT_FALSE(appended) << "64 KiB segments must fill within 200 KiB";
+  EXPECT_EQ(appended.error().code, Errc::kNoSpace);
+  EXPECT_NE(appended.error().message().find("free space"), std::string::npos)
+      << appended.error().message();
+}
+
+TEST_F(JournalFault, DirectoryErrorsAreClear) {
+  auto journal = Journal::open("/proc/weft-no-such-dir/j", options());
+  ASSERT_FALSE(journal);
+  EXPECT_NE(journal.error().message().find("/proc/weft-no-such-dir/j"), std::string::npos);
+  auto reader = JournalReader::open(dir());
+  ASSERT_FALSE(reader);
+  auto bad = options();
+  bad.segment_bytes = 1000;
+  auto refused = Journal::open(dir(), std::move(bad));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace weft::test
