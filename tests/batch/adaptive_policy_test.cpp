@@ -3,6 +3,7 @@
 // seeded and uses simulated time only.
 #include "weft/adaptive_policy.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -248,19 +249,27 @@ TEST(AdaptivePolicyTest, StaysSaneUnderHeavyNoiseAndSpikes) {
   disk.spike_probability = 0.01;
   disk.spike_factor = 10;
   const sim::Load load = steady(50'000, 1'000 * kMs);
-  auto adaptive = make_adaptive_flush(AdaptiveFlushOptions{});
-  const sim::Result result = sim::run(*adaptive, load, disk, 13, 10 * kMs);
-  sim::Greedy natural("natural");
-  const sim::Result baseline = sim::run(natural, load, disk, 13);
-  for (const auto& snap : result.snapshots) {
-    ASSERT_TRUE(std::isfinite(snap.stats.flush_fixed_ns));
-    ASSERT_TRUE(std::isfinite(snap.stats.flush_cost_spread_ns));
+  // p99 under 1% of 10x spikes depends on where the spikes fall: compare medians over seeds.
+  std::vector<double> adaptive_p99, natural_p99;
+  for (const std::uint64_t seed : {13ull, 14ull, 15ull, 16ull, 17ull}) {
+    auto adaptive = make_adaptive_flush(AdaptiveFlushOptions{});
+    const sim::Result result = sim::run(*adaptive, load, disk, seed, 10 * kMs);
+    sim::Greedy natural("natural");
+    const sim::Result baseline = sim::run(natural, load, disk, seed);
+    for (const auto& snap : result.snapshots) {
+      ASSERT_TRUE(std::isfinite(snap.stats.flush_fixed_ns));
+      ASSERT_TRUE(std::isfinite(snap.stats.flush_cost_spread_ns));
+    }
+    const FlushPolicyStats s = adaptive->stats();
+    EXPECT_GT(s.flush_cost_spread_ns, 0.05 * disk.fixed_ns) << "the spikes must show in the spread";
+    EXPECT_EQ(s.max_in_flight, 1u);
+    EXPECT_EQ(result.starving_decisions, 0u);
+    adaptive_p99.push_back(p99_ms(result, 100 * kMs, 1'000 * kMs));
+    natural_p99.push_back(p99_ms(baseline, 100 * kMs, 1'000 * kMs));
   }
-  const FlushPolicyStats s = adaptive->stats();
-  EXPECT_GT(s.flush_cost_spread_ns, 0.05 * disk.fixed_ns) << "the spikes must show in the spread";
-  EXPECT_EQ(s.max_in_flight, 1u);
-  EXPECT_EQ(result.starving_decisions, 0u);
-  EXPECT_LE(p99_ms(result, 100 * kMs, 1'000 * kMs), 1.1 * p99_ms(baseline, 100 * kMs, 1'000 * kMs));
+  std::sort(adaptive_p99.begin(), adaptive_p99.end());
+  std::sort(natural_p99.begin(), natural_p99.end());
+  EXPECT_LE(adaptive_p99[2], 1.1 * natural_p99[2]);
 }
 
 // The policies the benchmark compares against, run on the same simulated disk and arrivals.
@@ -289,25 +298,44 @@ struct Outcome {
 // Runs every contender at `rate` and checks the benchmark's bar in simulation.
 void check_bar(const sim::Disk& disk, double rate, bool saturated, bool beats_natural,
                std::uint64_t seed) {
-  const std::int64_t duration_ns = 400 * kMs, from_ns = 50 * kMs;
+  // Saturated runs are longer: their flushes are few and large, and a short window cuts one.
+  const std::int64_t duration_ns = (saturated ? 1'500 : 400) * kMs, from_ns = 50 * kMs;
+  // Medians over three seeds: one realisation of a noisy disk decides too little.
   std::vector<Outcome> outcomes;
-  auto all = contenders();
-  for (auto& c : all) {
-    const sim::Result r = sim::run(*c.policy, steady(rate, duration_ns), disk, seed, 0, 0);
-    outcomes.push_back({sim::quantile(r.latencies(from_ns, duration_ns), 0.99),
-                        r.durable_per_s(from_ns, duration_ns)});
+  std::vector<std::string> names;
+  std::vector<bool> fixed;
+  std::vector<std::vector<double>> p99s, rates;
+  for (std::uint64_t k = 0; k < 3; ++k) {
+    auto all = contenders();
+    p99s.resize(all.size());
+    rates.resize(all.size());
+    names.clear();
+    fixed.clear();
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      const sim::Result r =
+          sim::run(*all[i].policy, steady(rate, duration_ns), disk, seed + k, 0, 0);
+      p99s[i].push_back(sim::quantile(r.latencies(from_ns, duration_ns), 0.99));
+      rates[i].push_back(r.durable_per_s(from_ns, duration_ns));
+      names.push_back(all[i].name);
+      fixed.push_back(all[i].fixed);
+    }
+  }
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    std::sort(p99s[i].begin(), p99s[i].end());
+    std::sort(rates[i].begin(), rates[i].end());
+    outcomes.push_back({p99s[i][1], rates[i][1]});
   }
   const Outcome adaptive = outcomes[0];
   const Outcome natural = outcomes[1];
   double best_p99 = -1, best_throughput = 0;
   std::string best;
-  for (std::size_t i = 0; i < all.size(); ++i) {
-    if (!all[i].fixed) continue;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (!fixed[i]) continue;
     best_throughput = std::max(best_throughput, outcomes[i].achieved_per_s);
     if (outcomes[i].achieved_per_s < 0.98 * rate) continue;
     if (best_p99 < 0 || outcomes[i].p99_ns < best_p99) {
       best_p99 = outcomes[i].p99_ns;
-      best = all[i].name;
+      best = names[i];
     }
   }
   SCOPED_TRACE("rate " + std::to_string(rate) + ", best fixed " + best);

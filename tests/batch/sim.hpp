@@ -12,8 +12,8 @@
 // factor drawn uniformly from [1 - noise, 1 + noise], and with probability spike_probability
 // times spike_factor as well.
 //
-// Everything is driven by one seeded SplitMix64 and integer nanoseconds: the same inputs give the
-// same run on every machine.
+// Everything is driven by seeded SplitMix64 streams and integer nanoseconds: the same inputs give
+// the same run on every machine.
 #pragma once
 
 #include <algorithm>
@@ -71,6 +71,10 @@ struct Disk {
   std::uint32_t servers = 1;
 };
 
+// The journal's staging buffer: a record that would not fit in the pending bytes' buffer forces
+// them out first, whatever the policy says (as Journal::append does when it switches buffers).
+inline constexpr std::uint64_t kBufferBytes = std::uint64_t{1} << 20;
+
 struct Record {
   std::int64_t arrival_ns = 0;
   std::int64_t durable_ns = -1;  // -1: never became durable.
@@ -127,7 +131,10 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
                   std::int64_t snapshot_every_ns = 0,
                   std::int64_t drain_limit_ns = 10'000'000'000) {
   constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
+  // Arrivals and sizes come from one stream and the disk's noise from another, so that every
+  // policy sees the same arrivals, and a policy's choices do not shift them.
   Random random(seed);
+  Random disk_random(seed ^ 0x5DEECE66Dull);
   Result result;
 
   struct Flush {
@@ -171,7 +178,34 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
   arrivals.insert(arrivals.end(), load.extra_arrivals_ns.begin(), load.extra_arrivals_ns.end());
   std::sort(arrivals.begin(), arrivals.end());
   result.records.reserve(arrivals.size());
+  std::vector<std::uint64_t> sizes(arrivals.size());
+  const std::uint64_t span = load.record_bytes_max - load.record_bytes_min + 1;
+  for (auto& size : sizes) size = load.record_bytes_min + random.next() % span;
   std::size_t next_arrival = 0;
+
+  auto submit = [&](std::int64_t now) {
+    Flush f{};
+    f.submit_ns = now;
+    f.bytes = pending_bytes;
+    f.first_record = pending_first;
+    f.end_record = result.records.size();
+    f.index = result.flushes++;
+    auto server = std::min_element(server_free_ns.begin(), server_free_ns.end());
+    double service = disk.fixed_ns + disk.ns_per_byte * static_cast<double>(f.bytes);
+    service *= 1.0 + disk.noise * (2.0 * disk_random.uniform() - 1.0);
+    if (disk_random.uniform() < disk.spike_probability) service *= disk.spike_factor;
+    const std::int64_t start = std::max(now, *server);
+    f.complete_ns = start + std::max<std::int64_t>(1, static_cast<std::int64_t>(service));
+    *server = f.complete_ns;
+    flush_complete_ns.push_back(-1);
+    flush_records.emplace_back(f.first_record, f.end_record);
+    in_flight.push(f);
+    result.in_flight_max =
+        std::max(result.in_flight_max, static_cast<std::uint32_t>(in_flight.size()));
+    pending_first = result.records.size();
+    pending_bytes = 0;
+    recheck_ns = kNever;
+  };
 
   auto consult = [&](std::int64_t now) {
     FlushState state;
@@ -185,27 +219,7 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
     recheck_ns = decision.recheck_at_ns > 0 ? decision.recheck_at_ns : kNever;
     if (state.pending_records == 0) return;
     if (decision.flush_now && state.in_flight < decision.max_in_flight) {
-      Flush f{};
-      f.submit_ns = now;
-      f.bytes = pending_bytes;
-      f.first_record = pending_first;
-      f.end_record = result.records.size();
-      f.index = result.flushes++;
-      auto server = std::min_element(server_free_ns.begin(), server_free_ns.end());
-      double service = disk.fixed_ns + disk.ns_per_byte * static_cast<double>(f.bytes);
-      service *= 1.0 + disk.noise * (2.0 * random.uniform() - 1.0);
-      if (random.uniform() < disk.spike_probability) service *= disk.spike_factor;
-      const std::int64_t start = std::max(now, *server);
-      f.complete_ns = start + std::max<std::int64_t>(1, static_cast<std::int64_t>(service));
-      *server = f.complete_ns;
-      flush_complete_ns.push_back(-1);
-      flush_records.emplace_back(f.first_record, f.end_record);
-      in_flight.push(f);
-      result.in_flight_max =
-          std::max(result.in_flight_max, static_cast<std::uint32_t>(in_flight.size()));
-      pending_first = result.records.size();
-      pending_bytes = 0;
-      recheck_ns = kNever;
+      submit(now);
     } else if (recheck_ns == kNever && state.in_flight == 0) {
       ++result.starving_decisions;
     }
@@ -238,9 +252,8 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
           FlushCompletion{f.submit_ns, f.complete_ns, f.bytes, f.end_record - f.first_record});
       consult(now);
     } else if (arrival_ns == next_ns) {
-      ++next_arrival;
-      const std::uint64_t span = load.record_bytes_max - load.record_bytes_min + 1;
-      const std::uint64_t bytes = load.record_bytes_min + random.next() % span;
+      const std::uint64_t bytes = sizes[next_arrival++];
+      if (pending_bytes + bytes > kBufferBytes && pending_bytes > 0) submit(now);
       result.records.push_back(Record{now, -1});
       pending_bytes += bytes;
       policy.on_append(now, bytes);

@@ -53,8 +53,16 @@ constexpr double kNsPerS = 1e9;
 constexpr double kSpreadToP99 = 4.0;
 // Measured overlap below which a second flush in flight is not worth it.
 constexpr double kOverlapUseful = 0.3;
-// While at one flush in flight, one flush in this many may overlap, to measure the device.
+// Overlap measurements needed before they are acted on.
+constexpr std::uint64_t kOverlapSamplesMin = 4;
+// A measurement counts only if the flush would have waited at least this share of its own cost.
+constexpr double kOverlapWaitMin = 0.5;
+// While at one flush in flight, one flush in this many may overlap, to measure the device; in
+// the first kProbesEarly probes, one in kProbeEveryEarly (a fresh journal learns its device
+// within a few hundred flushes, then probes rarely).
 constexpr std::uint32_t kProbeEvery = 1024;
+constexpr std::uint32_t kProbeEveryEarly = 16;
+constexpr std::uint64_t kProbesEarly = 8;
 // Submissions remembered to tell, at completion, whether a flush overlapped another.
 constexpr std::size_t kSubmitsMax = 64;
 // The size spread the cost fit needs before it separates the per-byte part from the fixed part:
@@ -206,8 +214,9 @@ class AdaptiveFlush final : public FlushPolicy {
       bool informative = true;
       if (!earlier_still_in_flight) {
         const double wait_ns = static_cast<double>(last_complete_ns_ - completion.submit_ns);
-        // Submitted just as the other one ended: too little wait to tell anything.
-        informative = wait_ns >= 0.1 * own_ns;
+        // Submitted when the other one was nearly done: the noise of its own cost would swamp
+        // the little wait there was to save.
+        informative = wait_ns >= kOverlapWaitMin * own_ns;
         if (informative) {
           // Noise makes it negative as often as positive on a device that serialises: keep both
           // signs so that the average is not biased upwards.
@@ -215,8 +224,10 @@ class AdaptiveFlush final : public FlushPolicy {
         }
       }
       if (informative) {
-        overlap_ = overlaps_seen_ == 0 ? gain : overlap_ + overlap_weight_ * (gain - overlap_);
+        // A plain mean over the first measurements, an EMA after.
         ++overlaps_seen_;
+        const double weight = std::max(overlap_weight_, 1.0 / static_cast<double>(overlaps_seen_));
+        overlap_ += weight * (gain - overlap_);
       }
     }
     last_complete_ns_ = std::max(last_complete_ns_, completion.complete_ns);
@@ -244,9 +255,11 @@ class AdaptiveFlush final : public FlushPolicy {
                                !next_arrival_before(state.now_ns, deadline_ns);
     std::uint32_t allowed = max_in_flight_;
     if (state.in_flight >= allowed && state.in_flight > 0 && worth_a_flush &&
-        limit_ > state.in_flight && flushes_since_probe_ >= kProbeEvery) {
+        limit_ > state.in_flight &&
+        flushes_since_probe_ >= (probes_ < kProbesEarly ? kProbeEveryEarly : kProbeEvery)) {
       allowed = state.in_flight + 1;  // Probe: measure whether this device overlaps flushes.
       flushes_since_probe_ = 0;
+      ++probes_;
     }
     decision.max_in_flight = allowed;
     if (state.in_flight >= allowed) {
@@ -326,7 +339,7 @@ class AdaptiveFlush final : public FlushPolicy {
   void choose(std::int64_t now_ns) noexcept {
     records_per_s_ = records_.per_s(now_ns);
     bytes_per_s_ = bytes_.per_s(now_ns);
-    const bool parallel = overlaps_seen_ > 0 && overlap_ >= kOverlapUseful;
+    const bool parallel = overlaps_seen_ >= kOverlapSamplesMin && overlap_ >= kOverlapUseful;
     max_in_flight_ =
         parallel ? std::clamp<std::uint32_t>(
                        static_cast<std::uint32_t>(std::lround(overlap_ * limit_)), 2, limit_)
@@ -340,15 +353,16 @@ class AdaptiveFlush final : public FlushPolicy {
     } else {
       // More arrives than the device can take at utilisation_max, whatever the batch size:
       // latency grows regardless, so the policy goes for throughput and steady progress. Batches
-      // large enough that the fixed cost is a small share, one queued behind the one running so
-      // that the device never idles. Flushing everything pending instead would let batches, and
-      // the wait behind each, grow geometrically.
+      // large enough that the fixed cost is a small share, queued behind the one running so that
+      // the device never idles. Flushing everything pending instead would let batches, and the wait
+      // behind each, grow geometrically. Every slot is used: on a device that serialises flushes
+      // the extra ones queue there at no cost in throughput, since each is large.
       gather_bytes_ =
           cost_.ns_per_byte() > 0
               ? std::min(kGatherUnbounded, cost_.fixed_ns() / cost_.ns_per_byte() *
                                                (1 - kOverloadFixedShare) / kOverloadFixedShare)
               : kGatherUnbounded;
-      max_in_flight_ = std::min(limit_, std::max<std::uint32_t>(max_in_flight_, 2));
+      max_in_flight_ = limit_;
     }
     const double gather_high_ns =
         cost_high_ns(std::min(gather_bytes_, bytes_per_ns * target_ns_ + 1.0));
@@ -370,6 +384,7 @@ class AdaptiveFlush final : public FlushPolicy {
   std::array<Submit, kSubmitsMax> submits_{};
   std::size_t submits_count_ = 0;
   std::uint32_t flushes_since_probe_ = 0;
+  std::uint64_t probes_ = 0;
   // Choices, as last computed.
   double records_per_s_ = 0;
   double bytes_per_s_ = 0;
