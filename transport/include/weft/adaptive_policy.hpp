@@ -26,9 +26,9 @@ struct AdaptiveFlushOptions {
   // than this target leaves after the expected flush cost, and never delays at all when the
   // target cannot be met anyway. Must be > 0.
   std::chrono::nanoseconds latency_target_p99{std::chrono::milliseconds(2)};
-  // Time constant of the arrival-rate estimate. After a load step the estimate is within 5% of
-  // the new rate after 3 windows (e^-3 < 5%), so the policy adapts within about 3 * rate_window.
-  // Must be > 0.
+  // Time constant of the arrival-rate estimate. After a load step the estimate keeps e^(-t/window)
+  // of the step: within 5% of the step after 3 windows, within 1% after 5; the choices follow at
+  // once. Must be > 0.
   std::chrono::nanoseconds rate_window{std::chrono::milliseconds(20)};
   // Weight of each new flush in the cost fit and spread (1/16: the fit follows a change in the
   // disk within a few dozen flushes and averages out noise). In (0, 1].

@@ -21,16 +21,20 @@
 //    else can arrive in time.
 //  - max_in_flight: 1 on a device that serialises flushes (a second flush would wait for the
 //    first anyway, with a smaller batch); up to max_in_flight_limit where overlap was measured.
-//    While at 1, every kProbeEvery-th flush that finds a batch worth a flush is allowed to
-//    overlap, so that a device whose behaviour changes is noticed.
+//    While at 1, one flush in 16 (in 1024 after the first 8 probes) that is worth a flush of its
+//    own may overlap, so that the device is measured, and one whose behaviour changes is noticed.
 //  - gather_bytes: the smallest batch worth a flush of its own next to the ones in flight: the
 //    batch whose cost, shared among the effective parallelism p, is covered by its own arrival
 //    time at `utilisation_max`: fixed*rate/(p*u - per_byte*rate). At low load that is one record;
-//    as the load grows it grows, and at saturation it is unbounded (gather everything).
+//    it grows with the load (under overload, see below).
 //  - max_delay: how long the oldest pending record may wait for a free slot or for gather_bytes:
 //    the latency target less two high flush costs (the one in flight it may wait for, and its
 //    own). Past it, the policy flushes into any free slot. A target too tight to meet leaves no
 //    delay at all.
+//  - Overload (per_byte * rate >= p * u: the device cannot keep up at any batch size): latency
+//    grows whatever the policy does, so it goes for throughput and steady progress: batches whose
+//    fixed cost is 5% of the flush, every slot in use, so the device never idles and batches stay
+//    bounded while a slot is free.
 // Every decision with records pending either flushes or names a finite time to ask again.
 //
 // docs/batcher.md has the long form, with the measurements.
@@ -70,6 +74,8 @@ constexpr std::size_t kSubmitsMax = 64;
 constexpr double kSizeSpreadToFit = 0.1;
 // Flushes the cost fit takes as they come before it starts to clip outliers.
 constexpr std::uint64_t kFitWarmup = 8;
+// Standard deviation over mean absolute deviation for normal noise (sqrt(pi/2)).
+constexpr double kSpreadToSigma = 1.2533;
 // Deviations beyond this many spreads are clipped before they enter the fit.
 constexpr double kOutlierSpreads = 3.0;
 // gather_bytes when the device's cost is unknown or free of a per-byte part.
@@ -141,7 +147,16 @@ class CostFit {
     const double mean_l = sl_ / s_;
     const double var_b = sbb_ / s_ - mean_b * mean_b;
     if (var_b > kSizeSpreadToFit * kSizeSpreadToFit * mean_b * mean_b && var_b > 1.0) {
-      ns_per_byte_ = std::max(0.0, (sbl_ / s_ - mean_b * mean_l) / var_b);
+      // Take the fitted slope only where it stands out of the noise: beyond two standard errors
+      // (the spread, over the square root of the ~2/weight flushes the fit remembers, over the
+      // size spread). On a disk whose fixed cost is noisy and dominant, a slope fitted from
+      // noise would make it look slow per byte, and overloaded.
+      const double slope = (sbl_ / s_ - mean_b * mean_l) / var_b;
+      const double remembered = std::min(static_cast<double>(samples_), 2.0 / weight_);
+      const double standard_error = kSpreadToSigma * spread_ns_ / std::sqrt(remembered * var_b);
+      if (std::fabs(slope - ns_per_byte_) > 2.0 * standard_error) {
+        ns_per_byte_ = std::max(0.0, slope);
+      }
     }
     // Without spread in sizes the split cannot be fitted: keep the per-byte part, fit the rest.
     fixed_ns_ = mean_l - ns_per_byte_ * mean_b;
@@ -251,8 +266,10 @@ class AdaptiveFlush final : public FlushPolicy {
 
     // With a flush in flight, one more is worth it when the batch has reached gather_bytes, when
     // the oldest record is out of slack, or when nothing more is expected before then.
-    const bool worth_a_flush = pending >= gather_bytes_ || state.now_ns >= deadline_ns ||
-                               !next_arrival_before(state.now_ns, deadline_ns);
+    // Overloaded, the target cannot be met anyway: only a full batch is worth a flush.
+    const bool worth_a_flush = pending >= gather_bytes_ ||
+                               (!overloaded_ && (state.now_ns >= deadline_ns ||
+                                                 !next_arrival_before(state.now_ns, deadline_ns)));
     std::uint32_t allowed = max_in_flight_;
     if (state.in_flight >= allowed && state.in_flight > 0 && worth_a_flush &&
         limit_ > state.in_flight &&
