@@ -65,7 +65,7 @@ class JournalTest : public ::testing::TestWithParam<JournalSync> {
 
 TEST_P(JournalTest, AppendSyncReopenReplay) {
   const std::uint64_t seed = test_seed();
-  const std::uint64_t count = scaled(500, 50);
+  const std::uint64_t count = scaled(500, 400);
   {
     auto journal = Journal::open(dir(), small_options(GetParam()));
     ASSERT_TRUE(journal) << journal.error().message();
@@ -422,6 +422,36 @@ TEST(JournalRetention, RemovesOldSegmentsButNotOneAReaderHolds) {
   ASSERT_TRUE(reopened) << reopened.error().message();
   EXPECT_EQ(reopened->recovery().dropped_records, 0u);
   EXPECT_EQ(reopened->next_sequence(), 3051u);
+}
+
+TEST(JournalRetention, RemovesSegmentsOlderThanTheAgeLimit) {
+  TempDir shm;
+  const std::string dir = shm.path() + "/j";
+  {
+    auto journal = Journal::open(dir, small_options(JournalSync::kNone));
+    ASSERT_TRUE(journal);
+    append_records(*journal, 1, 1000, 4);
+  }
+  auto before = list_segments(dir);
+  ASSERT_TRUE(before);
+  ASSERT_GT(before->size(), 3u);
+  // Every segment but the last two was last written an hour ago.
+  const timespec old_time[2] = {{::time(nullptr) - 3600, 0}, {::time(nullptr) - 3600, 0}};
+  for (std::size_t i = 0; i + 2 < before->size(); ++i) {
+    ASSERT_EQ(utimensat(AT_FDCWD, (*before)[i].path.c_str(), old_time, 0), 0);
+  }
+  JournalOptions options = small_options(JournalSync::kNone);
+  options.retain_age = std::chrono::seconds(60);
+  auto journal = Journal::open(dir, std::move(options));
+  ASSERT_TRUE(journal);
+  auto removed = journal->apply_retention();
+  ASSERT_TRUE(removed) << removed.error().message();
+  EXPECT_EQ(*removed, before->size() - 2);
+  auto after = list_segments(dir);
+  ASSERT_TRUE(after);
+  ASSERT_EQ(after->size(), 2u);
+  EXPECT_EQ(after->front().index, (*before)[before->size() - 2].index);
+  expect_replay(dir, after->front().first_sequence, 1000, 4);
 }
 
 // ---- Policies ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ struct DurableConfig {
   std::uint64_t latency_samples = 2000;  // Records sent one at a time, per run and sync mode.
   double throughput_s = 2.0;             // Saturating phase, per run.
   std::string sync = "both";             // fdatasync, direct or both.
-  std::string recorder_idle = "sleep";   // sleep or spin.
+  std::string recorder_idle = "spin";    // spin (spin-yield) or sleep.
   std::string producer_wait = "spin";    // spin or sleep (wait_durable).
   bool json = false;
 };

@@ -18,6 +18,15 @@ bool all_zero(const std::byte* bytes, std::size_t count) noexcept {
   return true;
 }
 
+// Offset just past the last non-zero byte in [from, size), rounded up to 8; `from` if none.
+std::uint64_t nonzero_end(std::span<const std::byte> bytes, std::uint64_t from) noexcept {
+  std::uint64_t end = bytes.size();
+  while (end > from && bytes[end - 1] == std::byte{0}) --end;
+  if (end <= from) return from;
+  const std::uint64_t rounded = (end + kRecordAlign - 1) & ~(kRecordAlign - 1);
+  return rounded < bytes.size() ? rounded : bytes.size();
+}
+
 }  // namespace
 
 std::uint64_t segment_checksum(const SegmentHeader& header) noexcept {
@@ -156,7 +165,29 @@ void classify_tail(ScanResult& result, const std::vector<std::span<const std::by
         result.corrupted = true;
       }
       offset += record_span(header.length);
-      if (i == result.stop_segment) zero_end = offset;
+      if (i == result.stop_segment) zero_end = std::max(zero_end, offset);
+    }
+    // A fresh segment is zeros past its records: whatever a torn write left there goes too, so
+    // that records appended after recovery are never followed by junk.
+    // A recycled one holds stale bytes of another epoch there, harmless, unless this use wrote
+    // something past the stop (a bad record or torn records): then all of it goes.
+    const bool recycled = (segment.header.flags & kSegmentRecycled) != 0;
+    if (i == result.stop_segment && result.stop_offset >= kSegmentHeaderBytes) {
+      if (!recycled || result.stopped || result.tail_records != 0) {
+        zero_end = std::max(zero_end, nonzero_end(file, result.stop_offset));
+      } else {
+        // A clean end in a recycled segment: only bytes of this use matter, and a header of this
+        // use repeats the epoch at an 8-aligned offset. Zero through the last one found.
+        for (std::uint64_t at = result.stop_offset + offsetof(RecordHeader, epoch);
+             at + sizeof(std::uint64_t) <= file.size(); at += kRecordAlign) {
+          std::uint64_t word = 0;
+          std::memcpy(&word, file.data() + at, sizeof word);
+          if (word == segment.header.epoch) {
+            zero_end = std::max<std::uint64_t>(
+                zero_end, std::min<std::uint64_t>(file.size(), at + sizeof(RecordHeader)));
+          }
+        }
+      }
     }
   }
   if (result.stop_offset >= kSegmentHeaderBytes) result.tail_bytes = zero_end - result.stop_offset;
@@ -270,10 +301,11 @@ ScanResult scan_segments(const std::vector<std::string>& paths,
   if (!result.segments.empty() && (result.stopped || result.segments.back().header_valid)) {
     const std::uint64_t records_before = result.tail_records;
     classify_tail(result, bytes, bad_span);
-    if (!result.stopped && result.tail_records != records_before) {
+    if (!result.stopped && (result.tail_records != records_before || result.tail_bytes != 0)) {
+      // Written bytes after a zero header: part of a flush reached the disk, its start did not.
       result.stopped = true;
       result.issues.push_back({result.stop_segment, result.stop_offset, result.next_sequence,
-                               "record: missing (unwritten) before records of a later write"});
+                               "record: missing (unwritten) before bytes of a later write"});
     }
   }
   if (!result.stopped) result.tail_bytes = 0;

@@ -286,7 +286,12 @@ struct Recorder::Impl {
   }
 
   void idle_wait() {
-    if (options.spin) return;
+    if (options.spin) {
+      // Yield rather than spin hard: the io_uring worker that runs the fdatasync may need this
+      // CPU, and a yield hands it over at once when it is runnable.
+      std::this_thread::yield();
+      return;
+    }
     if (journal.in_flight() != 0) {
       static_cast<void>(journal.wait(std::chrono::nanoseconds(kCompletionWaitNs)));
       return;
