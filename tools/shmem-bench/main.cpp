@@ -10,6 +10,7 @@
 //   shmem-bench compare                   weft SPSC beside a pipe, a Unix socket, mq and TCP
 //   shmem-bench sweep --csv out.csv       producers x offered rate x size grid
 //   shmem-bench durable --dir /var/tmp    producer -> recorder -> disk vs the disk's own floor
+//   shmem-bench batch-sweep --plot charts flush policies on a journal, open loop, rate ladder
 //
 // Exit status: 0 success, 1 the run failed (system call, channel, child process), 2 bad usage.
 #include <unistd.h>
@@ -29,6 +30,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "batch_sweep.hpp"
 #include "compare.hpp"
 #include "durable.hpp"
 #include "endpoint.hpp"
@@ -419,13 +421,15 @@ int run(int argc, char** argv) {
 
   DurableConfig durable_config;
   CLI::App* durable = add_durable_subcommand(app, durable_config);
+  BatchSweepConfig batch_sweep_config;
+  CLI::App* batch_sweep = add_batch_sweep_subcommand(app, batch_sweep_config);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ExtrasError& e) {
     fmt::print(stderr,
                "shmem-bench: {}; the subcommands are latency, throughput, recovery, compare, "
-               "sweep and durable (see --help)\n",
+               "sweep, durable and batch-sweep (see --help)\n",
                e.what());
     return kExitUsage;
   } catch (const CLI::ParseError& e) {
@@ -434,6 +438,7 @@ int run(int argc, char** argv) {
   }
 
   if (durable->parsed()) return run_durable(durable_config);
+  if (batch_sweep->parsed()) return run_batch_sweep(batch_sweep_config);
 
   if (o.size == 0 &&
       (lat_size->count() != 0 || tput_size->count() != 0 || recovery_size->count() != 0)) {

@@ -1,0 +1,318 @@
+// A deterministic simulator that drives any weft::FlushPolicy the way the journal does, with a
+// simulated clock, a seeded open-loop arrival process and a simulated disk.
+//
+// The journal it imitates: records are appended at their arrival time; the policy is consulted
+// after every append, after every flush completion and at the recheck time it last asked for;
+// when it says flush_now and fewer than max_in_flight flushes are in flight, everything pending
+// is submitted as one flush. A record is durable when its flush and every flush submitted before
+// it are complete (durability is a prefix, as the journal publishes it).
+//
+// The disk: `servers` flushes are served at once (1: a device that serialises flushes); the
+// others queue in submission order. A flush of b bytes takes (fixed + per_byte * b) times a noise
+// factor drawn uniformly from [1 - noise, 1 + noise], and with probability spike_probability
+// times spike_factor as well.
+//
+// Everything is driven by seeded SplitMix64 streams and integer nanoseconds: the same inputs give
+// the same run on every machine.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <queue>
+#include <vector>
+
+#include "weft/flush_policy.hpp"
+
+namespace weft::sim {
+
+class Random {
+ public:
+  explicit Random(std::uint64_t seed) noexcept : state_(seed) {}
+  std::uint64_t next() noexcept {
+    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [0, 1).
+  double uniform() noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+  // Exponential with the given mean.
+  double exponential(double mean) noexcept { return -mean * std::log1p(-uniform()); }
+
+ private:
+  std::uint64_t state_;
+};
+
+// Offered load: from start_ns on, records arrive at records_per_s (Poisson), until the next
+// phase or end_ns.
+struct Phase {
+  std::int64_t start_ns = 0;
+  double records_per_s = 0;
+};
+
+struct Load {
+  std::vector<Phase> phases;
+  std::int64_t end_ns = 1'000'000'000;
+  std::uint64_t record_bytes_min = 256;
+  std::uint64_t record_bytes_max = 256;
+  // Extra records appended at exactly these times (lone records, bursts).
+  std::vector<std::int64_t> extra_arrivals_ns;
+};
+
+struct Disk {
+  double fixed_ns = 100'000;
+  double ns_per_byte = 1.0;
+  double noise = 0.0;
+  double spike_probability = 0.0;
+  double spike_factor = 1.0;
+  std::uint32_t servers = 1;
+};
+
+// The journal's staging buffer: a record that would not fit in the pending bytes' buffer forces
+// them out first, whatever the policy says (as Journal::append does when it switches buffers).
+inline constexpr std::uint64_t kBufferBytes = std::uint64_t{1} << 20;
+
+struct Record {
+  std::int64_t arrival_ns = 0;
+  std::int64_t durable_ns = -1;  // -1: never became durable.
+};
+
+struct Snapshot {
+  std::int64_t at_ns = 0;
+  FlushPolicyStats stats;
+};
+
+struct Result {
+  std::vector<Record> records;
+  std::vector<Snapshot> snapshots;
+  std::uint64_t flushes = 0;
+  std::uint32_t in_flight_max = 0;
+  // Decisions that left records pending with no flush in flight and no time to ask again: a
+  // policy that does this can starve a record forever.
+  std::uint64_t starving_decisions = 0;
+  std::int64_t end_ns = 0;
+
+  // Durable latencies (ns) of records that arrived in [from_ns, to_ns); a record never made
+  // durable counts as infinitely late.
+  [[nodiscard]] std::vector<double> latencies(std::int64_t from_ns, std::int64_t to_ns) const {
+    std::vector<double> out;
+    for (const Record& r : records) {
+      if (r.arrival_ns < from_ns || r.arrival_ns >= to_ns) continue;
+      out.push_back(r.durable_ns < 0 ? std::numeric_limits<double>::infinity()
+                                     : static_cast<double>(r.durable_ns - r.arrival_ns));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  // Records made durable in [from_ns, to_ns), per second.
+  [[nodiscard]] double durable_per_s(std::int64_t from_ns, std::int64_t to_ns) const {
+    std::uint64_t count = 0;
+    for (const Record& r : records) {
+      if (r.durable_ns >= from_ns && r.durable_ns < to_ns) ++count;
+    }
+    return static_cast<double>(count) * 1e9 / static_cast<double>(to_ns - from_ns);
+  }
+};
+
+// The q-quantile (0..1) of sorted values, nearest rank.
+inline double quantile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+  return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+// Runs `policy` against `load` and `disk`. The run ends when the load has ended and everything
+// appended is durable (or at drain_limit_ns past the end). A snapshot of the policy's stats is
+// taken every snapshot_every_ns (0: none).
+inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::uint64_t seed,
+                  std::int64_t snapshot_every_ns = 0,
+                  std::int64_t drain_limit_ns = 10'000'000'000) {
+  constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
+  // Arrivals and sizes come from one stream and the disk's noise from another, so that every
+  // policy sees the same arrivals, and a policy's choices do not shift them.
+  Random random(seed);
+  Random disk_random(seed ^ 0x5DEECE66Dull);
+  Result result;
+
+  struct Flush {
+    std::int64_t submit_ns;
+    std::int64_t complete_ns;
+    std::uint64_t bytes;
+    std::size_t first_record;
+    std::size_t end_record;
+    std::uint64_t index;
+  };
+  struct Later {
+    bool operator()(const Flush& a, const Flush& b) const {
+      return a.complete_ns != b.complete_ns ? a.complete_ns > b.complete_ns : a.index > b.index;
+    }
+  };
+  std::priority_queue<Flush, std::vector<Flush>, Later> in_flight;
+  std::vector<std::int64_t> server_free_ns(std::max<std::uint32_t>(1, disk.servers), 0);
+  // Completion time of each flush by index, for the durable prefix.
+  std::vector<std::int64_t> flush_complete_ns;
+  std::vector<std::pair<std::size_t, std::size_t>> flush_records;
+  std::uint64_t durable_flushes = 0;  // Flushes [0, durable_flushes) are complete.
+
+  std::size_t pending_first = 0;  // Records [pending_first, records.size()) are pending.
+  std::uint64_t pending_bytes = 0;
+  std::int64_t recheck_ns = kNever;
+  std::int64_t next_snapshot_ns = snapshot_every_ns > 0 ? 0 : kNever;
+
+  // Arrivals: Poisson within each phase, then the extra ones, merged in time order.
+  std::vector<std::int64_t> arrivals;
+  for (std::size_t p = 0; p < load.phases.size(); ++p) {
+    const double rate = load.phases[p].records_per_s;
+    const std::int64_t end = p + 1 < load.phases.size() ? load.phases[p + 1].start_ns : load.end_ns;
+    if (rate <= 0) continue;
+    double t = static_cast<double>(load.phases[p].start_ns);
+    for (;;) {
+      t += random.exponential(1e9 / rate);
+      if (t >= static_cast<double>(end)) break;
+      arrivals.push_back(static_cast<std::int64_t>(t));
+    }
+  }
+  arrivals.insert(arrivals.end(), load.extra_arrivals_ns.begin(), load.extra_arrivals_ns.end());
+  std::sort(arrivals.begin(), arrivals.end());
+  result.records.reserve(arrivals.size());
+  std::vector<std::uint64_t> sizes(arrivals.size());
+  const std::uint64_t span = load.record_bytes_max - load.record_bytes_min + 1;
+  for (auto& size : sizes) size = load.record_bytes_min + random.next() % span;
+  std::size_t next_arrival = 0;
+
+  auto submit = [&](std::int64_t now) {
+    Flush f{};
+    f.submit_ns = now;
+    f.bytes = pending_bytes;
+    f.first_record = pending_first;
+    f.end_record = result.records.size();
+    f.index = result.flushes++;
+    auto server = std::min_element(server_free_ns.begin(), server_free_ns.end());
+    double service = disk.fixed_ns + disk.ns_per_byte * static_cast<double>(f.bytes);
+    service *= 1.0 + disk.noise * (2.0 * disk_random.uniform() - 1.0);
+    if (disk_random.uniform() < disk.spike_probability) service *= disk.spike_factor;
+    const std::int64_t start = std::max(now, *server);
+    f.complete_ns = start + std::max<std::int64_t>(1, static_cast<std::int64_t>(service));
+    *server = f.complete_ns;
+    flush_complete_ns.push_back(-1);
+    flush_records.emplace_back(f.first_record, f.end_record);
+    in_flight.push(f);
+    result.in_flight_max =
+        std::max(result.in_flight_max, static_cast<std::uint32_t>(in_flight.size()));
+    pending_first = result.records.size();
+    pending_bytes = 0;
+    recheck_ns = kNever;
+  };
+
+  auto consult = [&](std::int64_t now) {
+    FlushState state;
+    state.now_ns = now;
+    state.pending_bytes = pending_bytes;
+    state.pending_records = result.records.size() - pending_first;
+    state.oldest_pending_ns =
+        state.pending_records > 0 ? result.records[pending_first].arrival_ns : 0;
+    state.in_flight = static_cast<std::uint32_t>(in_flight.size());
+    const FlushDecision decision = policy.decide(state);
+    recheck_ns = decision.recheck_at_ns > 0 ? decision.recheck_at_ns : kNever;
+    if (state.pending_records == 0) return;
+    if (decision.flush_now && state.in_flight < decision.max_in_flight) {
+      submit(now);
+    } else if (recheck_ns == kNever && state.in_flight == 0) {
+      ++result.starving_decisions;
+    }
+  };
+
+  std::int64_t now = 0;
+  for (;;) {
+    const std::int64_t arrival_ns =
+        next_arrival < arrivals.size() ? arrivals[next_arrival] : kNever;
+    const std::int64_t complete_ns = in_flight.empty() ? kNever : in_flight.top().complete_ns;
+    const std::int64_t next_ns = std::min({arrival_ns, complete_ns, recheck_ns, next_snapshot_ns});
+    if (next_ns == kNever) break;
+    if (next_ns > load.end_ns + drain_limit_ns) break;
+    if (next_snapshot_ns == next_ns && arrival_ns == kNever && in_flight.empty() &&
+        pending_first == result.records.size()) {
+      break;  // Only snapshots left: the run is over.
+    }
+    now = std::max(now, next_ns);
+    if (complete_ns == next_ns) {
+      const Flush f = in_flight.top();
+      in_flight.pop();
+      flush_complete_ns[f.index] = f.complete_ns;
+      while (durable_flushes < flush_complete_ns.size() &&
+             flush_complete_ns[durable_flushes] >= 0) {
+        const auto [first, end] = flush_records[durable_flushes];
+        for (std::size_t i = first; i < end; ++i) result.records[i].durable_ns = now;
+        ++durable_flushes;
+      }
+      policy.on_flush_complete(
+          FlushCompletion{f.submit_ns, f.complete_ns, f.bytes, f.end_record - f.first_record});
+      consult(now);
+    } else if (arrival_ns == next_ns) {
+      const std::uint64_t bytes = sizes[next_arrival++];
+      if (pending_bytes + bytes > kBufferBytes && pending_bytes > 0) submit(now);
+      result.records.push_back(Record{now, -1});
+      pending_bytes += bytes;
+      policy.on_append(now, bytes);
+      consult(now);
+    } else if (recheck_ns == next_ns) {
+      recheck_ns = kNever;
+      consult(now);
+    } else {
+      result.snapshots.push_back(Snapshot{now, policy.stats()});
+      next_snapshot_ns = now + snapshot_every_ns;
+    }
+  }
+  result.end_ns = now;
+  return result;
+}
+
+// ---- Reference policies, as flush_policy.hpp describes the journal's own ----------------------
+
+// Flush as soon as anything is pending, `in_flight` flushes at most. With in_flight 1 this is
+// both "every record" and natural batching: what arrives during a flush goes into the next.
+class Greedy final : public FlushPolicy {
+ public:
+  explicit Greedy(const char* name, std::uint32_t in_flight = 1) : name_(name), max_(in_flight) {}
+  void on_append(std::int64_t, std::uint64_t) noexcept override {}
+  void on_flush_complete(const FlushCompletion&) noexcept override {}
+  FlushDecision decide(const FlushState& state) noexcept override {
+    return FlushDecision{state.pending_records > 0, 0, max_};
+  }
+  [[nodiscard]] FlushPolicyStats stats() const noexcept override { return {}; }
+  [[nodiscard]] const char* name() const noexcept override { return name_; }
+
+ private:
+  const char* name_;
+  std::uint32_t max_;
+};
+
+// Flush when `bytes` are pending or the oldest pending record has waited `delay_ns`.
+class Fixed final : public FlushPolicy {
+ public:
+  Fixed(std::uint64_t bytes, std::int64_t delay_ns, std::uint32_t in_flight = 1)
+      : bytes_(bytes), delay_ns_(delay_ns), max_(in_flight) {}
+  void on_append(std::int64_t, std::uint64_t) noexcept override {}
+  void on_flush_complete(const FlushCompletion&) noexcept override {}
+  FlushDecision decide(const FlushState& state) noexcept override {
+    FlushDecision d;
+    d.max_in_flight = max_;
+    if (state.pending_records == 0) return d;
+    d.flush_now =
+        state.pending_bytes >= bytes_ || state.now_ns >= state.oldest_pending_ns + delay_ns_;
+    d.recheck_at_ns = d.flush_now ? 0 : state.oldest_pending_ns + delay_ns_;
+    return d;
+  }
+  [[nodiscard]] FlushPolicyStats stats() const noexcept override { return {}; }
+  [[nodiscard]] const char* name() const noexcept override { return "fixed"; }
+
+ private:
+  std::uint64_t bytes_;
+  std::int64_t delay_ns_;
+  std::uint32_t max_;
+};
+
+}  // namespace weft::sim

@@ -1,0 +1,797 @@
+#include "batch_sweep.hpp"
+
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "errors.hpp"
+#include "histogram.hpp"
+#include "svg.hpp"
+#include "weft/adaptive_policy.hpp"
+#include "weft/flush_policy.hpp"
+#include "weft/journal.hpp"
+
+namespace shmem_bench {
+namespace {
+
+constexpr double kKeepUp = 0.98;      // The bar: achieved >= 0.98 x offered keeps up.
+constexpr double kP99Slack = 1.1;     // The bar: adaptive p99 <= 1.1 x the best fixed one's.
+constexpr double kThroughput = 0.95;  // The bar: at saturation, >= 0.95 x the best fixed one's.
+// Sends at most this many due records before reaping completions again.
+constexpr int kSendBurstMax = 64;
+// A gap to the next send longer than this is slept (or waited on the journal), not spun.
+constexpr std::int64_t kSleepGapNs = 50'000;
+// How long the journal may take to make the last records durable after the load ends.
+constexpr std::int64_t kDrainLimitNs = 20'000'000'000;
+
+std::int64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+void sleep_until(std::int64_t deadline_ns) {
+  timespec ts{deadline_ns / 1'000'000'000, deadline_ns % 1'000'000'000};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  }
+}
+
+// "1e6", "250000", "2.5M", "500k"; > 0.
+double parse_rate(const std::string& text) {
+  std::string t = text;
+  double scale = 1;
+  if (!t.empty() && (t.back() == 'k' || t.back() == 'K')) {
+    scale = 1e3;
+    t.pop_back();
+  } else if (!t.empty() && (t.back() == 'm' || t.back() == 'M')) {
+    scale = 1e6;
+    t.pop_back();
+  }
+  char* end = nullptr;
+  errno = 0;
+  const double value = t.empty() ? -1 : std::strtod(t.c_str(), &end) * scale;
+  if (t.empty() || end != t.c_str() + t.size() || errno != 0 || !std::isfinite(value) ||
+      value <= 0 || value > 1e8) {
+    throw UsageError(fmt::format(
+        "--rates '{}': expected records per second above 0 and at most 1e8, as in 300, 5k or 1M",
+        text));
+  }
+  return value;
+}
+
+// "64KiB", "16K", "1M", "4096" -> bytes.
+std::optional<std::uint64_t> parse_bytes(std::string t) {
+  std::uint64_t scale = 1;
+  for (const auto& [suffix, s] : {std::pair<const char*, std::uint64_t>{"KiB", 1024},
+                                  {"MiB", 1 << 20},
+                                  {"K", 1024},
+                                  {"M", 1 << 20}}) {
+    const std::string sfx = suffix;
+    if (t.size() > sfx.size() && t.compare(t.size() - sfx.size(), sfx.size(), sfx) == 0) {
+      scale = s;
+      t.resize(t.size() - sfx.size());
+      break;
+    }
+  }
+  if (t.empty() || t.find_first_not_of("0123456789") != std::string::npos || t.size() > 12) {
+    return std::nullopt;
+  }
+  return std::stoull(t) * scale;
+}
+
+// "200us", "1ms", "0us" -> ns.
+std::optional<std::int64_t> parse_delay(std::string t) {
+  std::int64_t scale = 0;
+  for (const auto& [suffix, s] :
+       {std::pair<const char*, std::int64_t>{"ns", 1}, {"us", 1'000}, {"ms", 1'000'000}}) {
+    const std::string sfx = suffix;
+    if (t.size() > sfx.size() && t.compare(t.size() - sfx.size(), sfx.size(), sfx) == 0) {
+      scale = s;
+      t.resize(t.size() - sfx.size());
+      break;
+    }
+  }
+  if (scale == 0 || t.empty() || t.find_first_not_of("0123456789") != std::string::npos ||
+      t.size() > 9) {
+    return std::nullopt;
+  }
+  return std::stoll(t) * scale;
+}
+
+struct PolicySpec {
+  std::string name;  // As given, and as reported.
+  bool fixed = false;
+  bool adaptive = false;
+  bool natural = false;
+  std::uint64_t bytes = 0;
+  std::int64_t delay_ns = 0;
+  std::uint32_t in_flight = 1;
+};
+
+// adaptive | natural | every | fixed-<bytes>-<delay>[-x<in flight>], as in fixed-64KiB-1ms-x4.
+PolicySpec parse_policy(const std::string& name) {
+  PolicySpec spec;
+  spec.name = name;
+  if (name == "adaptive") {
+    spec.adaptive = true;
+    return spec;
+  }
+  if (name == "natural") {
+    spec.natural = true;
+    return spec;
+  }
+  if (name == "every") {
+    spec.fixed = true;
+    return spec;
+  }
+  const auto bad = [&] {
+    return UsageError(fmt::format(
+        "--policies '{}': expected adaptive, natural, every or fixed-<bytes>-<delay>[-x<n>], as in "
+        "fixed-64KiB-1ms or fixed-256KiB-2ms-x4",
+        name));
+  };
+  if (name.rfind("fixed-", 0) != 0) throw bad();
+  std::vector<std::string> parts;
+  std::size_t start = 6;
+  while (start <= name.size()) {
+    const std::size_t dash = std::min(name.find('-', start), name.size());
+    parts.push_back(name.substr(start, dash - start));
+    start = dash + 1;
+  }
+  if (parts.size() < 2 || parts.size() > 3) throw bad();
+  const auto bytes = parse_bytes(parts[0]);
+  const auto delay = parse_delay(parts[1]);
+  if (!bytes || !delay || *bytes == 0) throw bad();
+  spec.fixed = true;
+  spec.bytes = *bytes;
+  spec.delay_ns = *delay;
+  if (parts.size() == 3) {
+    if (parts[2].size() < 2 || parts[2][0] != 'x' ||
+        parts[2].find_first_not_of("0123456789", 1) != std::string::npos || parts[2].size() > 3) {
+      throw bad();
+    }
+    spec.in_flight = static_cast<std::uint32_t>(std::stoul(parts[2].substr(1)));
+    if (spec.in_flight == 0) throw bad();
+  }
+  return spec;
+}
+
+std::unique_ptr<weft::FlushPolicy> make_policy(const PolicySpec& spec,
+                                               const BatchSweepConfig& config) {
+  if (spec.adaptive) {
+    weft::AdaptiveFlushOptions options;
+    options.latency_target_p99 =
+        std::chrono::nanoseconds(static_cast<std::int64_t>(config.target_ms * 1e6));
+    return weft::make_adaptive_flush(options);
+  }
+  if (spec.natural) return weft::make_natural_flush();
+  if (spec.bytes == 0) return weft::make_flush_every_record();
+  return weft::make_fixed_flush(spec.bytes, std::chrono::nanoseconds(spec.delay_ns),
+                                spec.in_flight);
+}
+
+// A scratch directory under `base`, removed on destruction.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& base) {
+    std::string pattern = base + "/weft-batch-sweep-XXXXXX";
+    if (mkdtemp(pattern.data()) == nullptr) {
+      throw UsageError(
+          fmt::format("--dir {}: cannot create a directory there: {}", base, std::strerror(errno)));
+    }
+    path_ = pattern;
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// SplitMix64, for the seeded arrival schedule.
+class Random {
+ public:
+  explicit Random(std::uint64_t seed) : state_(seed) {}
+  double exponential(double mean) {
+    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return -mean * std::log1p(-static_cast<double>(z >> 11) * 0x1.0p-53);
+  }
+
+ private:
+  std::uint64_t state_;
+};
+
+// The journal prepares a spare segment (written with zeros, then synced) in the background after
+// it opens. Measuring while that runs would charge its writeback to the first policy's flushes:
+// wait until the spare is there (renamed from *.tmp once synced), for 30 s at most.
+void wait_for_spare(const std::string& dir) {
+  const std::int64_t give_up_ns = now_ns() + 30'000'000'000;
+  while (now_ns() < give_up_ns) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.size() > 6 && name.compare(name.size() - 6, 6, ".spare") == 0) return;
+    }
+    sleep_until(now_ns() + 5'000'000);
+  }
+}
+
+// The disk's floor right now: the p50 of kFloorSamples 4 KiB pwrite + fdatasync on a file
+// written ahead, the way the journal overwrites its pre-zeroed segments.
+constexpr int kFloorSamples = 40;
+constexpr std::uint64_t kFloorFileBytes = std::uint64_t{1} << 20;
+
+double measure_floor_ns(const std::string& dir) {
+  const std::string path = dir + "/floor.dat";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) throw RunError(fmt::format("{}: {}", path, std::strerror(errno)));
+  std::vector<char> block(4096, 'f');
+  std::vector<double> samples;
+  bool ok = true;
+  if (::lseek(fd, 0, SEEK_END) < static_cast<off_t>(kFloorFileBytes)) {
+    for (std::uint64_t offset = 0; offset < kFloorFileBytes && ok; offset += block.size()) {
+      ok = ::pwrite(fd, block.data(), block.size(), static_cast<off_t>(offset)) ==
+           static_cast<ssize_t>(block.size());
+    }
+    ok = ok && ::fdatasync(fd) == 0;
+  }
+  for (int i = 0; i < kFloorSamples && ok; ++i) {
+    const std::int64_t start = now_ns();
+    const auto offset =
+        static_cast<off_t>((static_cast<std::uint64_t>(i) * block.size()) % kFloorFileBytes);
+    ok = ::pwrite(fd, block.data(), block.size(), offset) == static_cast<ssize_t>(block.size()) &&
+         ::fdatasync(fd) == 0;
+    samples.push_back(static_cast<double>(now_ns() - start));
+  }
+  const int err = errno;
+  ::close(fd);
+  if (!ok) throw RunError(fmt::format("{}: write + fdatasync: {}", path, std::strerror(err)));
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+struct PointRun {
+  double scheduled_per_s = 0;  // What the Poisson schedule offered in the window, per second.
+  double achieved_per_s = 0;
+  double p50_ns = 0;
+  double p99_ns = 0;
+  std::uint64_t unsent = 0;  // Records the sender never got to before the load ended.
+  std::uint64_t flushes = 0;
+  weft::FlushPolicyStats stats;
+};
+
+std::string journal_error(const weft::Error& e) { return e.message(); }
+
+// One (policy, rate) point: a fresh journal, an open-loop load, the durable latencies.
+PointRun run_point(const PolicySpec& spec, double rate, const BatchSweepConfig& config,
+                   const std::string& dir, std::uint64_t seed) {
+  weft::JournalOptions options;
+  options.policy = make_policy(spec, config);
+  options.sync = config.sync == "direct" ? weft::JournalSync::kDirectDsync
+                                         : weft::JournalSync::kWriteFdatasync;
+  auto opened = weft::Journal::open(dir, std::move(options));
+  if (!opened) throw RunError(journal_error(opened.error()));
+  weft::Journal journal = std::move(*opened);
+  wait_for_spare(dir);
+
+  const auto duration_ns = static_cast<std::int64_t>(config.duration_s * 1e9);
+  const auto warmup_ns = static_cast<std::int64_t>(config.warmup_s * 1e9);
+  std::vector<std::byte> payload(config.size_bytes, std::byte{0x5a});
+  const auto expected = static_cast<std::size_t>(rate * config.duration_s * 1.2) + 1024;
+  std::vector<std::int64_t> intended;  // By sequence - first_sequence.
+  intended.reserve(expected);
+  const std::uint64_t first_sequence = journal.next_sequence();
+  std::uint64_t durable_seen = journal.durable_sequence();
+
+  Random random(seed);
+  const double mean_gap_ns = 1e9 / rate;
+  const std::int64_t start_ns = now_ns() + 1'000'000;
+  const std::int64_t measure_from_ns = start_ns + warmup_ns;
+  const std::int64_t end_ns = start_ns + duration_ns;
+  double next_send = static_cast<double>(start_ns) + random.exponential(mean_gap_ns);
+  Histogram latencies;
+  std::uint64_t durable_in_window = 0;
+  std::uint64_t scheduled_in_window = 0;
+
+  const auto collect = [&] {
+    const std::uint64_t durable = journal.durable_sequence();
+    if (durable <= durable_seen) return;
+    const std::int64_t seen_ns = now_ns();
+    for (std::uint64_t s = durable_seen + 1; s <= durable; ++s) {
+      const std::int64_t sent_ns = intended[s - first_sequence];
+      if (sent_ns >= measure_from_ns && sent_ns < end_ns) {
+        latencies.record(static_cast<std::uint64_t>(std::max<std::int64_t>(0, seen_ns - sent_ns)));
+      }
+    }
+    if (seen_ns >= measure_from_ns && seen_ns < end_ns) durable_in_window += durable - durable_seen;
+    durable_seen = durable;
+  };
+
+  sleep_until(start_ns);
+  for (;;) {
+    const std::int64_t now = now_ns();
+    if (now >= end_ns || next_send >= static_cast<double>(end_ns)) break;
+    int sent = 0;
+    while (next_send <= static_cast<double>(now) && sent < kSendBurstMax) {
+      auto appended = journal.append(payload);
+      if (!appended) throw RunError(journal_error(appended.error()));
+      intended.push_back(static_cast<std::int64_t>(next_send));
+      if (next_send >= static_cast<double>(measure_from_ns)) ++scheduled_in_window;
+      next_send += random.exponential(mean_gap_ns);
+      ++sent;
+    }
+    if (auto polled = journal.poll(); !polled) throw RunError(journal_error(polled.error()));
+    collect();
+    const auto gap_ns = static_cast<std::int64_t>(next_send) - now_ns();
+    if (gap_ns > kSleepGapNs) {
+      // Block on the journal (a completion or the policy's recheck time wakes it), or sleep
+      // when it has nothing in flight and nothing pending.
+      const std::int64_t wake_ns = static_cast<std::int64_t>(next_send) - kSleepGapNs / 2;
+      if (journal.in_flight() != 0 || journal.pending_bytes() != 0) {
+        auto waited = journal.wait(std::chrono::nanoseconds(wake_ns - now_ns()));
+        if (!waited) throw RunError(journal_error(waited.error()));
+      } else {
+        sleep_until(wake_ns);
+      }
+      collect();
+    }
+  }
+  // Records the schedule meant to send before the end but the sender never reached: they count
+  // as waiting until now, at least (a lower bound of their latency).
+  PointRun out;
+  const std::int64_t stop_ns = now_ns();
+  while (next_send < static_cast<double>(end_ns)) {
+    const auto sent_ns = static_cast<std::int64_t>(next_send);
+    if (sent_ns >= measure_from_ns) {
+      latencies.record(static_cast<std::uint64_t>(std::max<std::int64_t>(0, stop_ns - sent_ns)));
+    }
+    ++out.unsent;
+    if (sent_ns >= measure_from_ns) ++scheduled_in_window;
+    next_send += random.exponential(mean_gap_ns);
+  }
+  // Drain: the policy still decides; the loop only waits for what was sent to become durable.
+  const std::uint64_t last = journal.next_sequence() - 1;
+  while (durable_seen < last) {
+    if (now_ns() - stop_ns > kDrainLimitNs) {
+      throw RunError(
+          fmt::format("policy {} at {:.0f}/s: records still not durable {} s after the "
+                      "load ended",
+                      spec.name, rate, kDrainLimitNs / 1'000'000'000));
+    }
+    auto waited = journal.wait(std::chrono::milliseconds(10));
+    if (!waited) throw RunError(journal_error(waited.error()));
+    collect();
+  }
+  const auto window_ns = static_cast<double>(end_ns - measure_from_ns);
+  out.achieved_per_s = static_cast<double>(durable_in_window) * 1e9 / window_ns;
+  out.scheduled_per_s = static_cast<double>(scheduled_in_window) * 1e9 / window_ns;
+  out.p50_ns = static_cast<double>(latencies.value_at_percentile(50));
+  out.p99_ns = static_cast<double>(latencies.value_at_percentile(99));
+  const weft::JournalStats stats = journal.stats();
+  out.flushes = stats.flushes;
+  out.stats = stats.policy;
+  return out;
+}
+
+struct Spread {
+  double median = 0, min = 0, max = 0;
+};
+
+Spread spread_of(std::vector<double> values) {
+  Spread s;
+  if (values.empty()) return s;
+  std::sort(values.begin(), values.end());
+  s.median = values.size() % 2 == 1
+                 ? values[values.size() / 2]
+                 : (values[values.size() / 2 - 1] + values[values.size() / 2]) / 2;
+  s.min = values.front();
+  s.max = values.back();
+  return s;
+}
+
+struct Point {
+  std::string policy;
+  double offered = 0;
+  Spread achieved, p50, p99;
+  Spread scheduled;
+  bool keeps_up = false;      // Median over runs of achieved >= 0.98 x what the schedule offered.
+  std::uint64_t unsent = 0;   // Summed over runs.
+  std::uint64_t flushes = 0;  // Summed over runs.
+  weft::FlushPolicyStats last_stats;
+  bool fixed = false;
+};
+
+std::string ns_text(double ns) {
+  if (ns >= 1e9) return fmt::format("{:.2f} s", ns / 1e9);
+  if (ns >= 1e6) return fmt::format("{:.2f} ms", ns / 1e6);
+  if (ns >= 1e3) return fmt::format("{:.0f} us", ns / 1e3);
+  return fmt::format("{:.0f} ns", ns);
+}
+
+std::string rate_text(double r) {
+  if (r >= 1e6) return fmt::format("{:.2f}M", r / 1e6);
+  if (r >= 1e3) return fmt::format("{:.1f}k", r / 1e3);
+  return fmt::format("{:.0f}", r);
+}
+
+void write_file(const std::string& dir, const std::string& name, const std::string& text,
+                std::vector<std::string>* written) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    throw RunError(fmt::format("--plot {}: cannot create the directory: {}", dir, ec.message()));
+  }
+  const std::string path = (std::filesystem::path(dir) / name).string();
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) throw RunError(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !ok) throw RunError(fmt::format("writing {} failed", path));
+  written->push_back(path);
+}
+
+}  // namespace
+
+CLI::App* add_batch_sweep_subcommand(CLI::App& app, BatchSweepConfig& config) {
+  CLI::App* sweep = app.add_subcommand(
+      "batch-sweep",
+      "Flush policies on a real journal: open-loop load at fixed offered rates, durable latency "
+      "from the intended send time, adaptive against fixed ones and natural batching");
+  sweep->add_option("--dir", config.dir,
+                    "Directory for the journals, on the disk to measure (default /tmp)");
+  sweep
+      ->add_option("--rates", config.rates,
+                   "Offered records/s (default 300,1k,3k,10k,30k,100k,300k,1M,3M)")
+      ->delimiter(',');
+  sweep
+      ->add_option("--policies", config.policies,
+                   "adaptive, natural, every, fixed-<bytes>-<delay>[-x<in flight>] (default "
+                   "adaptive,natural,every,fixed-16KiB-200us,fixed-64KiB-1ms,fixed-256KiB-2ms-x4)")
+      ->delimiter(',');
+  sweep->add_option("--duration", config.duration_s,
+                    "Seconds of offered load per point (default 1.5)");
+  sweep->add_option("--warmup", config.warmup_s,
+                    "Leading seconds of each point left out of the figures (default 0.3)");
+  sweep->add_option("--size", config.size_bytes, "Payload bytes per record (default 256)");
+  sweep->add_option("--runs", config.runs, "Runs; medians and spread reported (default 3)");
+  sweep->add_option("--target-ms", config.target_ms,
+                    "The adaptive policy's commit-to-durable p99 target, ms (default 2)");
+  sweep->add_option("--sync", config.sync, "fdatasync (default) or direct")
+      ->check(CLI::IsMember({"fdatasync", "direct"}));
+  sweep->add_option("--seed", config.seed, "Seed of the arrival schedule (default 1)");
+  sweep->add_flag("--json", config.json, "Print a JSON array, one object per (policy, rate)");
+  sweep->add_option("--plot", config.plot_dir, "Write SVG charts into this directory")
+      ->type_name("DIR");
+  return sweep;
+}
+
+int run_batch_sweep(const BatchSweepConfig& config) {
+  if (config.size_bytes == 0 || config.size_bytes > (std::uint64_t{512} << 10)) {
+    throw UsageError(fmt::format("--size {}: expected 1 to 524288 bytes", config.size_bytes));
+  }
+  if (config.runs < 1 || config.runs > 100) {
+    throw UsageError(fmt::format("--runs {}: expected 1 to 100", config.runs));
+  }
+  if (!(config.duration_s >= 0.2 && config.duration_s <= 600)) {
+    throw UsageError(fmt::format("--duration {}: expected 0.2 to 600 seconds", config.duration_s));
+  }
+  if (!(config.warmup_s >= 0 && config.warmup_s < config.duration_s * 0.8)) {
+    throw UsageError(fmt::format("--warmup {}: expected 0 up to 80% of --duration ({} s)",
+                                 config.warmup_s, config.duration_s));
+  }
+  if (!(config.target_ms > 0 && config.target_ms <= 60'000)) {
+    throw UsageError(
+        fmt::format("--target-ms {}: expected above 0, at most 60000", config.target_ms));
+  }
+  std::vector<double> rates;
+  for (const std::string& r :
+       config.rates.empty()
+           ? std::vector<std::string>{"300", "1k", "3k", "10k", "30k", "100k", "300k", "1M", "3M"}
+           : config.rates) {
+    rates.push_back(parse_rate(r));
+  }
+  std::sort(rates.begin(), rates.end());
+  std::vector<PolicySpec> specs;
+  for (const std::string& p :
+       config.policies.empty()
+           ? std::vector<std::string>{"adaptive", "natural", "every", "fixed-16KiB-200us",
+                                      "fixed-64KiB-1ms", "fixed-256KiB-2ms-x4"}
+           : config.policies) {
+    specs.push_back(parse_policy(p));
+  }
+  // Intended-time bookkeeping holds 8 bytes per record of the schedule.
+  if (rates.back() * config.duration_s > 2e8) {
+    throw UsageError(fmt::format("--rates {} x --duration {}: more than 2e8 records per point",
+                                 rates.back(), config.duration_s));
+  }
+  ScratchDir scratch(config.dir);
+  prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);  // Sleep to the microsecond, not 50 us late.
+
+  // runs[policy][rate] -> the runs' results.
+  std::vector<std::vector<std::vector<PointRun>>> results(
+      specs.size(), std::vector<std::vector<PointRun>>(rates.size()));
+  std::uint64_t point = 0;
+  std::vector<std::vector<double>> floor_runs(rates.size());
+  for (int run = 0; run < config.runs; ++run) {
+    for (std::size_t r = 0; r < rates.size(); ++r) {
+      floor_runs[r].push_back(measure_floor_ns(scratch.path()));
+      for (std::size_t p = 0; p < specs.size(); ++p) {
+        const std::string dir = fmt::format("{}/p{}", scratch.path(), point++);
+        std::filesystem::create_directories(dir);
+        if (!config.json) {
+          std::fprintf(stderr, "\r[run %d/%d] %-24s at %10s/s   ", run + 1, config.runs,
+                       specs[p].name.c_str(), rate_text(rates[r]).c_str());
+        }
+        // The same schedule for every policy at a rate within a run.
+        results[p][r].push_back(
+            run_point(specs[p], rates[r], config, dir,
+                      config.seed + static_cast<std::uint64_t>(run) * 1000 + r));
+        std::error_code ignored;
+        std::filesystem::remove_all(dir, ignored);
+      }
+    }
+  }
+  if (!config.json) std::fprintf(stderr, "\r%70s\r", "");
+
+  std::vector<Spread> floors;
+  for (const auto& f : floor_runs) floors.push_back(spread_of(f));
+  std::vector<Point> points;
+  for (std::size_t p = 0; p < specs.size(); ++p) {
+    for (std::size_t r = 0; r < rates.size(); ++r) {
+      Point pt;
+      pt.policy = specs[p].name;
+      pt.offered = rates[r];
+      pt.fixed = specs[p].fixed;
+      std::vector<double> a, p50, p99, scheduled, kept;
+      for (const PointRun& run : results[p][r]) {
+        a.push_back(run.achieved_per_s);
+        scheduled.push_back(run.scheduled_per_s);
+        kept.push_back(run.achieved_per_s / std::max(1e-9, run.scheduled_per_s));
+        p50.push_back(run.p50_ns);
+        p99.push_back(run.p99_ns);
+        pt.unsent += run.unsent;
+        pt.flushes += run.flushes;
+        pt.last_stats = run.stats;
+      }
+      pt.achieved = spread_of(a);
+      pt.p50 = spread_of(p50);
+      pt.p99 = spread_of(p99);
+      pt.scheduled = spread_of(scheduled);
+      pt.keeps_up = spread_of(kept).median >= kKeepUp;
+      points.push_back(pt);
+    }
+  }
+  const auto at = [&](std::size_t p, std::size_t r) -> const Point& {
+    return points[p * rates.size() + r];
+  };
+
+  // The bar, on medians: per rate, the best fixed policy among those that keep up.
+  struct Verdict {
+    std::string best_fixed;
+    double best_fixed_p99 = 0;
+    bool any_fixed_keeps_up = false;
+    bool adaptive_keeps_up = false;
+    bool p99_ok = true;
+  };
+  std::optional<std::size_t> adaptive_index, natural_index;
+  for (std::size_t p = 0; p < specs.size(); ++p) {
+    if (specs[p].adaptive) adaptive_index = p;
+    if (specs[p].natural) natural_index = p;
+  }
+  std::vector<Verdict> verdicts(rates.size());
+  bool bar_met = adaptive_index.has_value();
+  for (std::size_t r = 0; r < rates.size(); ++r) {
+    Verdict& v = verdicts[r];
+    for (std::size_t p = 0; p < specs.size(); ++p) {
+      const Point& pt = at(p, r);
+      if (!pt.fixed || !pt.keeps_up) continue;
+      if (!v.any_fixed_keeps_up || pt.p99.median < v.best_fixed_p99) {
+        v.best_fixed = pt.policy;
+        v.best_fixed_p99 = pt.p99.median;
+      }
+      v.any_fixed_keeps_up = true;
+    }
+    if (adaptive_index) {
+      const Point& a = at(*adaptive_index, r);
+      v.adaptive_keeps_up = a.keeps_up;
+      if (v.any_fixed_keeps_up) {
+        v.p99_ok = v.adaptive_keeps_up && a.p99.median <= kP99Slack * v.best_fixed_p99;
+        bar_met = bar_met && v.p99_ok;
+      }
+    }
+  }
+  // Saturation: the highest offered rate.
+  const std::size_t top = rates.size() - 1;
+  double best_fixed_throughput = 0;
+  std::string best_throughput_policy;
+  for (std::size_t p = 0; p < specs.size(); ++p) {
+    if (specs[p].fixed && at(p, top).achieved.median > best_fixed_throughput) {
+      best_fixed_throughput = at(p, top).achieved.median;
+      best_throughput_policy = specs[p].name;
+    }
+  }
+  bool saturation_throughput_ok = false, beats_natural = false;
+  if (adaptive_index) {
+    const Point& a = at(*adaptive_index, top);
+    saturation_throughput_ok = a.achieved.median >= kThroughput * best_fixed_throughput;
+    if (natural_index) {
+      const Point& n = at(*natural_index, top);
+      beats_natural = a.achieved.median > n.achieved.median || a.p99.median < n.p99.median;
+    }
+    bar_met = bar_met && saturation_throughput_ok && (!natural_index || beats_natural);
+  }
+
+  if (config.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (std::size_t p = 0; p < specs.size(); ++p) {
+      for (std::size_t r = 0; r < rates.size(); ++r) {
+        const Point& pt = at(p, r);
+        nlohmann::json o = {
+            {"policy", pt.policy},
+            {"offered_per_s", pt.offered},
+            {"achieved_per_s", pt.achieved.median},
+            {"durable_p50_ns", pt.p50.median},
+            {"durable_p99_ns", pt.p99.median},
+            {"achieved_per_s_min", pt.achieved.min},
+            {"achieved_per_s_max", pt.achieved.max},
+            {"durable_p99_ns_min", pt.p99.min},
+            {"durable_p99_ns_max", pt.p99.max},
+            {"runs", config.runs},
+            {"record_bytes", config.size_bytes},
+            {"sync", config.sync},
+            {"flushes", pt.flushes},
+            {"unsent", pt.unsent},
+            {"scheduled_per_s", pt.scheduled.median},
+            {"keeps_up", pt.keeps_up},
+            {"disk_fdatasync_p50_ns", floors[r].median},
+        };
+        if (specs[p].adaptive) {
+          const weft::FlushPolicyStats& s = pt.last_stats;
+          o["target_p99_ns"] = config.target_ms * 1e6;
+          o["policy_stats"] = {{"arrival_records_per_s", s.arrival_records_per_s},
+                               {"arrival_bytes_per_s", s.arrival_bytes_per_s},
+                               {"flush_fixed_ns", s.flush_fixed_ns},
+                               {"flush_ns_per_byte", s.flush_ns_per_byte},
+                               {"flush_cost_spread_ns", s.flush_cost_spread_ns},
+                               {"gather_bytes", s.gather_bytes},
+                               {"max_delay_ns", s.max_delay_ns},
+                               {"max_in_flight", s.max_in_flight}};
+          const Verdict& v = verdicts[r];
+          o["best_fixed"] = v.best_fixed;
+          o["best_fixed_p99_ns"] = v.best_fixed_p99;
+          o["bar_p99_met"] = v.p99_ok;
+        }
+        out.push_back(std::move(o));
+      }
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+  } else {
+    std::printf(
+        "batch-sweep: %s, %llu-byte records, %s, %d run(s) of %.1f s per point (first "
+        "%.1f s left out); medians [min-max]\n",
+        config.dir.c_str(), static_cast<unsigned long long>(config.size_bytes), config.sync.c_str(),
+        config.runs, config.duration_s, config.warmup_s);
+    std::printf("%-22s %10s %22s %24s %26s\n", "policy", "offered/s", "achieved/s", "durable p50",
+                "durable p99");
+    for (std::size_t r = 0; r < rates.size(); ++r) {
+      for (std::size_t p = 0; p < specs.size(); ++p) {
+        const Point& pt = at(p, r);
+        const std::string achieved =
+            fmt::format("{} [{}-{}]", rate_text(pt.achieved.median), rate_text(pt.achieved.min),
+                        rate_text(pt.achieved.max));
+        const std::string p50 = fmt::format("{} [{}-{}]", ns_text(pt.p50.median),
+                                            ns_text(pt.p50.min), ns_text(pt.p50.max));
+        const std::string p99 = fmt::format("{} [{}-{}]", ns_text(pt.p99.median),
+                                            ns_text(pt.p99.min), ns_text(pt.p99.max));
+        std::printf("%-22s %10s %22s %24s %26s%s\n", pt.policy.c_str(),
+                    rate_text(pt.offered).c_str(), achieved.c_str(), p50.c_str(), p99.c_str(),
+                    pt.keeps_up ? "" : "  (falls behind)");
+      }
+      std::printf(
+          "%-22s disk floor: 4 KiB write + fdatasync p50 %s [%s-%s], probed before each "
+          "run's points at this rate\n\n",
+          "", ns_text(floors[r].median).c_str(), ns_text(floors[r].min).c_str(),
+          ns_text(floors[r].max).c_str());
+    }
+    if (adaptive_index) {
+      std::printf("The bar (medians): adaptive against the best fixed policy that keeps up\n");
+      for (std::size_t r = 0; r < rates.size(); ++r) {
+        const Verdict& v = verdicts[r];
+        const Point& a = at(*adaptive_index, r);
+        if (!v.any_fixed_keeps_up) {
+          std::printf("  %10s/s: no fixed policy keeps up; adaptive %s\n",
+                      rate_text(rates[r]).c_str(), v.adaptive_keeps_up ? "does" : "does not");
+          continue;
+        }
+        std::printf("  %10s/s: best fixed %-22s p99 %10s; adaptive p99 %10s = %.2fx%s  %s\n",
+                    rate_text(rates[r]).c_str(), v.best_fixed.c_str(),
+                    ns_text(v.best_fixed_p99).c_str(), ns_text(a.p99.median).c_str(),
+                    a.p99.median / v.best_fixed_p99, v.adaptive_keeps_up ? "" : ", falls behind",
+                    v.p99_ok ? "ok" : "MISSED");
+      }
+      const Point& a = at(*adaptive_index, top);
+      std::printf("  saturation (%s/s): adaptive %s/s = %.2fx best fixed (%s, %s/s)  %s\n",
+                  rate_text(rates[top]).c_str(), rate_text(a.achieved.median).c_str(),
+                  best_fixed_throughput > 0 ? a.achieved.median / best_fixed_throughput : 0.0,
+                  best_throughput_policy.c_str(), rate_text(best_fixed_throughput).c_str(),
+                  saturation_throughput_ok ? "ok" : "MISSED");
+      if (natural_index) {
+        const Point& n = at(*natural_index, top);
+        std::printf("  saturation: adaptive %s/s p99 %s; natural %s/s p99 %s  %s\n",
+                    rate_text(a.achieved.median).c_str(), ns_text(a.p99.median).c_str(),
+                    rate_text(n.achieved.median).c_str(), ns_text(n.p99.median).c_str(),
+                    beats_natural ? "ok (beats natural)" : "MISSED (does not beat natural)");
+      }
+      std::printf("  bar %s\n", bar_met ? "met" : "NOT met");
+    }
+  }
+
+  if (!config.plot_dir.empty()) {
+    svg::LineChart p99;
+    p99.title = "Durable p99 against offered load, per flush policy";
+    p99.subtitle = fmt::format(
+        "{}-byte records on a journal ({}), open loop, latency from the intended send time; "
+        "median of {} run(s); adaptive target {} ms",
+        config.size_bytes, config.sync, config.runs, config.target_ms);
+    p99.footer = config.dir;
+    p99.x.label = "offered load (records per second)";
+    p99.x.unit = svg::Unit::kRate;
+    p99.y.label = "commit-to-durable p99";
+    p99.y.unit = svg::Unit::kNanoseconds;
+    svg::LineChart throughput = p99;
+    throughput.title = "Achieved throughput against offered load, per flush policy";
+    throughput.y.label = "records made durable per second";
+    throughput.y.unit = svg::Unit::kRate;
+    for (std::size_t p = 0; p < specs.size(); ++p) {
+      svg::Series latency_line{specs[p].name, svg::palette(p), {}, specs[p].fixed, true, false};
+      svg::Series rate_line = latency_line;
+      for (std::size_t r = 0; r < rates.size(); ++r) {
+        latency_line.points.emplace_back(rates[r], at(p, r).p99.median);
+        rate_line.points.emplace_back(rates[r], at(p, r).achieved.median);
+      }
+      p99.series.push_back(std::move(latency_line));
+      throughput.series.push_back(std::move(rate_line));
+    }
+    throughput.series.push_back(
+        svg::Series{"achieved = offered",
+                    "#9aa5b1",
+                    {{rates.front(), rates.front()}, {rates.back(), rates.back()}},
+                    true,
+                    false,
+                    false});
+    std::vector<std::string> written;
+    write_file(config.plot_dir, "batch_sweep_p99.svg", svg::render(p99), &written);
+    write_file(config.plot_dir, "batch_sweep_throughput.svg", svg::render(throughput), &written);
+    if (!config.json) {
+      for (const std::string& path : written) std::printf("wrote %s\n", path.c_str());
+    }
+  }
+  return 0;
+}
+
+}  // namespace shmem_bench
