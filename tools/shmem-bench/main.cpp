@@ -459,6 +459,9 @@ int run(int argc, char** argv) {
     }
   }
   if (o.reserve_huge && !o.huge) throw UsageError("--reserve-huge goes with throughput --huge");
+  if (o.node != -1 && !is_latency && !is_throughput) {
+    throw UsageError("--node applies to the latency and throughput subcommands");
+  }
   if (is_throughput && o.huge) {
     HugeBenchConfig c;
     if (o.capacity != 0) c.capacity_bytes = o.capacity;
