@@ -4,6 +4,8 @@
 #include <numaif.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -55,13 +57,17 @@ long real_move_pages(int pid, unsigned long count, void** pages, const int* node
                      int flags) {
   return ::move_pages(pid, count, pages, nodes, status, flags);
 }
+// The system call itself: the sanitizers' runtimes intercept mlock() and make it a no-op.
+int real_mlock(const void* address, std::size_t length) {
+  return static_cast<int>(syscall(SYS_mlock, address, length));
+}
 int real_statfs(const char* path, struct statfs* out) { return ::statfs(path, out); }
 int real_fstatfs(int fd, struct statfs* out) { return ::fstatfs(fd, out); }
 
 constexpr NumaOps kDefaultNumaOps{
     numa_available,     numa_max_node,    numa_num_configured_cpus, real_node_size,
     real_node_cpus,     numa_node_of_cpu, real_mems_allowed,        real_set_mempolicy,
-    real_get_mempolicy, real_mbind,       real_move_pages,          ::mlock,
+    real_get_mempolicy, real_mbind,       real_move_pages,          real_mlock,
     real_statfs,        real_fstatfs,
 };
 
