@@ -52,6 +52,7 @@ struct EndpointSpec {
   std::uint64_t batch = 256;    // Records per poll() at most.
   bool copy = false;            // Producers use try_send from a buffer.
   bool touch_all = true;        // Consumers read every payload byte.
+  int numa_node = -1;           // --node: the channel's memory goes there (-1: no placement).
 };
 
 // "spsc", "mpsc x2", "broadcast x2 lossy", "pipe".

@@ -37,6 +37,7 @@
 #include "env_info.hpp"
 #include "errors.hpp"
 #include "floor.hpp"
+#include "huge_bench.hpp"
 #include "kinds_bench.hpp"
 #include "open_loop.hpp"
 #include "peer.hpp"
@@ -47,6 +48,7 @@
 #include "suite.hpp"
 #include "sweep.hpp"
 #include "timebase.hpp"
+#include "weft/numa.hpp"
 
 namespace shmem_bench {
 namespace {
@@ -84,6 +86,9 @@ struct Options {
   std::string scenario = "both";            // recovery
   std::string consumer_idle = "both";       // recovery
   std::string live_rate = "2e5";            // recovery
+  int node = -1;                            // --node: channels' NUMA node
+  bool huge = false;                        // throughput --huge
+  bool reserve_huge = false;                // throughput --reserve-huge
 };
 
 std::vector<int> parse_cpus(const std::string& text) {
@@ -292,6 +297,7 @@ EndpointSpec resolve_spec(const Options& o, bool producers_given, bool consumers
   spec.batch = o.batch;
   spec.copy = o.copy;
   spec.touch_all = o.touch == "all";
+  spec.numa_node = o.node;
   return spec;
 }
 
@@ -312,6 +318,8 @@ int run(int argc, char** argv) {
         ->check(CLI::IsMember({"tsc", "monotonic"}));
     a->add_option("--capacity", o.capacity, "Channel ring bytes, a power of two");
     a->add_option("--plot", o.plot_dir, "Write SVG charts into this directory")->type_name("DIR");
+    a->add_option("--node", o.node, "Place the channels' memory on this NUMA node (verified)")
+        ->type_name("N");
   };
   const auto add_kind = [&](CLI::App* a) {
     a->add_option("--kind", o.kind, "Channel kind: spsc, mpsc or broadcast")
@@ -362,6 +370,12 @@ int run(int argc, char** argv) {
   auto* tput_consumers =
       throughput->add_option("--consumers", o.consumers, "Broadcast: consumer processes");
   throughput->add_option("--rate", o.rate, "Open loop: offered messages/s (see latency --rate)");
+  throughput->add_flag("--huge", o.huge,
+                       "Compare 4 KiB and 2 MiB pages in one run: create+prefault time and "
+                       "streaming rate (default --capacity 1G, --size 64K, --runs 5)");
+  throughput->add_flag("--reserve-huge", o.reserve_huge,
+                       "With --huge: mount a private hugetlbfs and raise vm.nr_hugepages for the "
+                       "run when needed (root; restored after)");
 
   CLI::App* compare = app.add_subcommand(
       "compare", "weft SPSC beside a pipe, a Unix socket, POSIX mq and TCP: RTT and msgs/s");
@@ -451,6 +465,46 @@ int run(int argc, char** argv) {
   const bool is_recovery = recovery->parsed();
   std::optional<std::vector<int>> cpus;
   if (!o.cpus.empty()) cpus = parse_cpus(o.cpus);
+  if (o.node != -1) {
+    if (auto ok = weft::check_numa_node(o.node); !ok) {
+      throw UsageError(fmt::format("--node {}: {}", o.node, ok.error().detail));
+    }
+  }
+  if (o.reserve_huge && !o.huge) throw UsageError("--reserve-huge goes with throughput --huge");
+  if (o.node != -1 && !is_latency && !is_throughput) {
+    throw UsageError("--node applies to the latency and throughput subcommands");
+  }
+  if (is_throughput && o.huge) {
+    HugeBenchConfig c;
+    if (o.capacity != 0) c.capacity_bytes = o.capacity;
+    if (o.size != 0) c.size_bytes = o.size;
+    if (o.runs != 0) c.runs = o.runs;
+    if (o.duration_s > 0) c.duration_s = o.duration_s;
+    c.node = o.node;
+    c.reserve = o.reserve_huge;
+    if (!std::has_single_bit(c.capacity_bytes) || c.capacity_bytes < (std::uint64_t{1} << 21) ||
+        c.capacity_bytes > kCapacityBytesMax) {
+      throw UsageError(
+          fmt::format("--capacity {}: --huge needs a power of two from 2 MiB to {} bytes",
+                      c.capacity_bytes, kCapacityBytesMax));
+    }
+    if (c.size_bytes < 8 || c.size_bytes > c.capacity_bytes / 4) {
+      throw UsageError(fmt::format("--size {}: expected 8 to {} bytes (capacity / 4)", c.size_bytes,
+                                   c.capacity_bytes / 4));
+    }
+    const Placement placement = choose_placement(cpus);
+    const EnvInfo env = EnvInfo::collect();
+    const Timebase clock = Timebase::calibrate(o.clock == "tsc");
+    const HugeBenchResult r = run_huge_bench(c, placement);
+    if (o.json) {
+      nlohmann::json j = huge_json(r);
+      j["env"] = env_json(env, placement, clock);
+      fmt::print("{}\n", j.dump(2));
+    } else {
+      print_huge_table(r, env_lines(env, placement, clock));
+    }
+    return 0;
+  }
 
   std::uint64_t default_capacity = std::uint64_t{4} << 20;
   std::uint64_t default_size = 64;

@@ -85,6 +85,7 @@ weft::ChannelOptions channel_options(const EndpointSpec& spec, const std::string
   options.producers_max = spec.slots_max != 0 ? spec.slots_max : spec.producers;
   options.consumers_max = spec.slots_max != 0 ? spec.slots_max : spec.consumers;
   options.lossy = spec.lossy;
+  options.numa_node = spec.numa_node;
   return options;
 }
 

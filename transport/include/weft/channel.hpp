@@ -17,6 +17,7 @@
 
 #include "weft/detail/layout.hpp"
 #include "weft/export.hpp"
+#include "weft/numa.hpp"
 #include "weft/options.hpp"
 #include "weft/result.hpp"
 
@@ -82,6 +83,12 @@ class WEFT_EXPORT Channel {
   }
   [[nodiscard]] std::byte* ring() const noexcept { return ring_; }
   [[nodiscard]] std::size_t mapped_bytes() const noexcept { return mapped_bytes_; }
+  // Page size of the mapping: kBasePageBytes, or the huge page size of a hugetlbfs channel.
+  [[nodiscard]] std::uint64_t page_bytes() const noexcept { return page_bytes_; }
+  // The placement the creator asked for (from the header) and where the mapping's pages are now,
+  // per node (a move_pages query: it moves nothing). For `weftctl show`. Without NUMA support
+  // pages_known is false and only the requested values are filled.
+  [[nodiscard]] Result<ChannelPlacement> placement() const;
 
  private:
   Channel() = default;
@@ -92,6 +99,10 @@ class WEFT_EXPORT Channel {
   detail::ChannelHeader* header_ = nullptr;
   std::byte* ring_ = nullptr;
   std::size_t mapped_bytes_ = 0;
+  std::uint64_t page_bytes_ = kBasePageBytes;
+  std::uint32_t placement_flags_ = 0;
+  std::int32_t numa_node_ = -1;
+  std::int32_t numa_cpu_ = -1;
   std::uint64_t capacity_bytes_ = 0;
   std::uint64_t record_bytes_max_ = 0;
   std::uint64_t header_bytes_ = 0;

@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "error_util.hpp"
+#include "numa/placement.hpp"
 #include "shm/validate.hpp"
 #include "sys/sys.hpp"
 
@@ -137,6 +138,10 @@ struct ChannelAccess {
     channel.fd_ = fd;
     channel.owner_ = std::make_shared<detail::MappingOwner>(mapping, mapped_bytes, fd);
     channel.mapped_bytes_ = mapped_bytes;
+    channel.page_bytes_ = meta.page_bytes;
+    channel.placement_flags_ = meta.placement_flags;
+    channel.numa_node_ = meta.numa_node;
+    channel.numa_cpu_ = meta.numa_cpu;
     channel.capacity_bytes_ = meta.capacity_bytes;
     channel.record_bytes_max_ = meta.record_bytes_max;
     channel.kind_ = meta.kind;
@@ -200,11 +205,46 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
                 name, options.mode);
   }
 
-  const std::string dir = resolve_dir(options.dir);
+  // Placement and page size are checked before anything is made.
+  auto plan = detail::plan_placement(options, name);
+  if (!plan) return unexpected(plan.error());
+  if (options.page_bytes != 0 && options.page_bytes != kBasePageBytes &&
+      (!std::has_single_bit(options.page_bytes) ||
+       options.page_bytes > detail::kHugePageBytesMax)) {
+    return fail(Errc::kInvalidArgument, 0, kWhere,
+                "channel '{}': page_bytes {} must be 0, {} or a huge page size such as {}", name,
+                options.page_bytes, kBasePageBytes, kHugePageBytes);
+  }
+  std::string dir;
+  if (options.dir.empty() && options.page_bytes > kBasePageBytes) {
+    auto huge_dir = huge_page_dir(options.page_bytes);
+    if (!huge_dir) {
+      Error e = huge_dir.error();
+      e.where = kWhere;
+      return unexpected(e);
+    }
+    dir = std::move(*huge_dir);
+  } else {
+    dir = resolve_dir(options.dir);
+  }
   if (sys::ops().mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     const int err = errno;
     return fail_errno(err, kWhere, "cannot create channel directory {}: create it, or set {}", dir,
                       kShmDirEnv);
+  }
+  auto dir_page_bytes = directory_page_bytes(dir);
+  if (!dir_page_bytes) {
+    Error e = dir_page_bytes.error();
+    e.where = kWhere;
+    return unexpected(e);
+  }
+  const std::uint64_t page_bytes = *dir_page_bytes;
+  const bool huge = page_bytes > kBasePageBytes;
+  if (options.page_bytes != 0 && options.page_bytes != page_bytes) {
+    return fail(Errc::kInvalidArgument, 0, kWhere,
+                "channel '{}': page_bytes {} asked for, but {} has {}-byte pages: use a hugetlbfs "
+                "directory for huge pages (weft::huge_page_dir()), a tmpfs one for 4 KiB pages",
+                name, options.page_bytes, dir, page_bytes);
   }
   const std::string path = dir + "/" + std::string(name);
   static std::atomic<std::uint32_t> counter{0};
@@ -242,11 +282,33 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
       mpsc ? options.producers_max : 0,
       broadcast ? options.consumers_max : 0,
       options.lossy ? detail::kFlagLossy : 0U,
-      mpsc ? static_cast<std::uint64_t>(options.unblock_timeout.count()) : 0};
-  const std::uint64_t size = config.header_bytes + capacity;
+      mpsc ? static_cast<std::uint64_t>(options.unblock_timeout.count()) : 0,
+      page_bytes,
+      plan->flags(),
+      plan->node,
+      plan->cpu};
+  // Huge-page files are whole pages: mmap and ftruncate on hugetlbfs take nothing else.
+  const std::uint64_t size = detail::file_bytes_for(config.header_bytes, capacity, page_bytes);
+  // With a node requested, this thread allocates from that node until the pages are prefaulted:
+  // fallocate (tmpfs and hugetlbfs alike) and the first touch both follow the thread's policy.
+  detail::ThreadPolicyScope thread_policy;
+  if (plan->node >= 0) {
+    if (auto ok = thread_policy.apply(plan->node, plan->policy, name); !ok)
+      return unexpected(ok.error());
+  }
   // Allocate every page now: on tmpfs a sparse file would fail later with SIGBUS on first touch
-  // when the file system is full; this way it fails here, with ENOSPC.
+  // when the file system is full; this way it fails here, with ENOSPC. On hugetlbfs this takes
+  // the huge pages from the pool, and fails with ENOSPC/ENOMEM when too few are reserved.
   if (const int err = sys::ops().fallocate(fd.get(), 0, static_cast<off_t>(size)); err != 0) {
+    if (huge && (err == ENOSPC || err == ENOMEM)) {
+      return unexpected(detail::huge_pages_error(err, page_bytes, size, name, dir));
+    }
+    if (plan->node >= 0 && (err == ENOSPC || err == ENOMEM)) {
+      return fail_errno(err, kWhere,
+                        "channel '{}': node {} cannot hold {} more bytes ({}): free memory there, "
+                        "use NumaPolicy::kPreferred, or choose another node",
+                        name, plan->node, size, dir);
+    }
     if (err != EOPNOTSUPP && err != EINVAL) {
       return fail_errno(err, kWhere,
                         "channel '{}': cannot allocate {} bytes in {}: free space there, lower "
@@ -262,10 +324,40 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
   void* mapping = sys::ops().mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (mapping == MAP_FAILED) {
     const int err = errno;
+    if (huge && err == ENOMEM) {
+      return unexpected(detail::huge_pages_error(err, page_bytes, size, name, dir));
+    }
     return fail_errno(err, kWhere, "channel '{}': cannot map {} bytes of {}", name, size,
                       temp_path);
   }
+  struct MappingGuard {
+    void* address;
+    std::size_t bytes;
+    bool armed = true;
+    ~MappingGuard() {
+      if (armed) sys::ops().munmap(address, bytes);
+    }
+  } mapping_guard{mapping, size};
+  if (plan->node >= 0) {
+    // The mapping's own policy (on tmpfs: the file's shared policy) keeps pages faulted later,
+    // after a swap-in or by another process, on the node too.
+    if (auto ok = detail::bind_mapping(mapping, size, plan->node, plan->policy, name); !ok) {
+      return unexpected(ok.error());
+    }
+  }
   prefault(mapping, size, true);
+  thread_policy.restore();
+  if (plan->node >= 0) {
+    if (auto ok =
+            detail::verify_placement(mapping, size, page_bytes, plan->node, plan->policy, name);
+        !ok) {
+      return unexpected(ok.error());
+    }
+  }
+  if (plan->lock) {
+    if (auto ok = detail::lock_mapping(mapping, size, name, temp_path); !ok)
+      return unexpected(ok.error());
+  }
 
   auto* header = static_cast<detail::ChannelHeader*>(mapping);
   detail::ChannelMeta& meta = header->meta;
@@ -284,6 +376,10 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
   header->config.consumers_max = config.consumers_max;
   header->config.flags = config.flags;
   header->config.unblock_timeout_ns = config.unblock_timeout_ns;
+  header->config.page_bytes = page_bytes;
+  header->config.placement_flags = config.placement_flags;
+  header->config.numa_node = plan->node;
+  header->config.numa_cpu = plan->cpu;
   // Free slots: no claim, no cursor.
   auto* bytes = static_cast<std::byte*>(mapping);
   auto* producer_slots = reinterpret_cast<detail::ProducerSlot*>(bytes + detail::kSlotsOffset);
@@ -303,7 +399,6 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
   }
   // The creator's shared lock marks the file in use from the moment it has a name.
   if (const int err = lock_shared(fd.get()); err != 0) {
-    sys::ops().munmap(mapping, size);
     return fail_errno(err, kWhere, "channel '{}': cannot lock {}", name, temp_path);
   }
   // The rest of the file is zero from fallocate: cursors at 0, no sleepers, every record header
@@ -313,7 +408,6 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
   // stores above are complete before the system call, so an opener sees all of them.
   if (sys::ops().link(temp_path.c_str(), path.c_str()) != 0) {
     const int err = errno;
-    sys::ops().munmap(mapping, size);
     if (err == EEXIST) {
       return fail(Errc::kAlreadyExists, err, kWhere,
                   "channel '{}' already exists at {}: open it, or remove it first (weftctl rm)",
@@ -324,6 +418,7 @@ Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
   // The temporary name goes now; the guard would do the same.
   temp_guard.armed = false;
   sys::ops().unlink(temp_path.c_str());
+  mapping_guard.armed = false;
 
   Channel channel = ChannelAccess::make();
   ChannelAccess::set(channel, std::string(name), path, mapping, size, config, false, fd.release());
@@ -365,6 +460,17 @@ Result<Channel> Channel::open(std::string_view name, const OpenOptions& options)
                 "{}: file is {} bytes, smaller than the {}-byte channel header", path, file_bytes,
                 detail::kPageBytes);
   }
+  // The file system decides the page size (hugetlbfs: its huge pages); every mapping and unmapping
+  // below uses whole pages of it.
+  auto file_page_bytes = detail::file_page_bytes(fd.get(), path);
+  if (!file_page_bytes) return unexpected(file_page_bytes.error());
+  const std::uint64_t page_bytes = *file_page_bytes;
+  // (A base-page file of the wrong size is reported by validate_header, naming size_bytes.)
+  if (page_bytes > kBasePageBytes && file_bytes % page_bytes != 0) {
+    return fail(Errc::kCorrupted, 0, kWhere,
+                "{}: file is {} bytes, not a multiple of its {}-byte pages", path, file_bytes,
+                page_bytes);
+  }
   if (!options.read_only) {
     if (const int err = lock_shared(fd.get()); err != 0) {
       return fail(Errc::kBusy, err, kWhere,
@@ -382,15 +488,21 @@ Result<Channel> Channel::open(std::string_view name, const OpenOptions& options)
   }
   const int prot = options.read_only ? PROT_READ : PROT_READ | PROT_WRITE;
   // Map the header alone first: the size in it is not trusted until validated.
-  void* head_map = sys::ops().mmap(nullptr, detail::kPageBytes, PROT_READ, MAP_SHARED, fd.get(), 0);
+  void* head_map = sys::ops().mmap(nullptr, page_bytes, PROT_READ, MAP_SHARED, fd.get(), 0);
   if (head_map == MAP_FAILED) {
     const int err = errno;
     return fail_errno(err, kWhere, "channel '{}': cannot map the header of {}", name, path);
   }
   auto meta = detail::validate_header(*static_cast<const detail::ChannelHeader*>(head_map),
                                       file_bytes, path);
-  sys::ops().munmap(head_map, detail::kPageBytes);
+  sys::ops().munmap(head_map, page_bytes);
   if (!meta) return unexpected(meta.error());
+  if (meta->page_bytes != page_bytes) {
+    return fail(Errc::kCorrupted, 0, kWhere,
+                "{}: field 'page_bytes' is {} but the file lies on a file system with {}-byte "
+                "pages: copied between file systems, or overwritten",
+                path, meta->page_bytes, page_bytes);
+  }
 
   const std::size_t size = file_bytes;
   void* mapping = sys::ops().mmap(nullptr, size, prot, MAP_SHARED, fd.get(), 0);
@@ -405,12 +517,21 @@ Result<Channel> Channel::open(std::string_view name, const OpenOptions& options)
       final_meta->record_bytes_max != meta->record_bytes_max ||
       final_meta->header_bytes != meta->header_bytes ||
       final_meta->producers_max != meta->producers_max ||
-      final_meta->consumers_max != meta->consumers_max) {
+      final_meta->consumers_max != meta->consumers_max ||
+      final_meta->page_bytes != meta->page_bytes) {
     sys::ops().munmap(mapping, size);
     if (!final_meta) return unexpected(final_meta.error());
     return fail(Errc::kCorrupted, 0, kWhere, "{}: header changed while it was being opened", path);
   }
   prefault(mapping, size, !options.read_only);
+  // The creator asked for locked pages: every read-write user locks them, so that they stay
+  // resident whoever of them lives longest. Read-only observers never disturb a channel.
+  if (!options.read_only && (final_meta->placement_flags & detail::kPlacementLock) != 0) {
+    if (auto ok = detail::lock_mapping(mapping, size, name, path); !ok) {
+      sys::ops().munmap(mapping, size);
+      return unexpected(ok.error());
+    }
+  }
 
   Channel channel = ChannelAccess::make();
   ChannelAccess::set(channel, std::string(name), path, mapping, size, *final_meta,
@@ -493,6 +614,10 @@ Channel::Channel(Channel&& other) noexcept
       header_(std::exchange(other.header_, nullptr)),
       ring_(std::exchange(other.ring_, nullptr)),
       mapped_bytes_(std::exchange(other.mapped_bytes_, 0)),
+      page_bytes_(other.page_bytes_),
+      placement_flags_(other.placement_flags_),
+      numa_node_(other.numa_node_),
+      numa_cpu_(other.numa_cpu_),
       capacity_bytes_(other.capacity_bytes_),
       record_bytes_max_(other.record_bytes_max_),
       header_bytes_(other.header_bytes_),
@@ -513,6 +638,10 @@ Channel& Channel::operator=(Channel&& other) noexcept {
     header_ = std::exchange(other.header_, nullptr);
     ring_ = std::exchange(other.ring_, nullptr);
     mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
+    page_bytes_ = other.page_bytes_;
+    placement_flags_ = other.placement_flags_;
+    numa_node_ = other.numa_node_;
+    numa_cpu_ = other.numa_cpu_;
     capacity_bytes_ = other.capacity_bytes_;
     record_bytes_max_ = other.record_bytes_max_;
     header_bytes_ = other.header_bytes_;
@@ -537,6 +666,10 @@ Channel Channel::share() const {
   copy.header_ = header_;
   copy.ring_ = ring_;
   copy.mapped_bytes_ = mapped_bytes_;
+  copy.page_bytes_ = page_bytes_;
+  copy.placement_flags_ = placement_flags_;
+  copy.numa_node_ = numa_node_;
+  copy.numa_cpu_ = numa_cpu_;
   copy.capacity_bytes_ = capacity_bytes_;
   copy.record_bytes_max_ = record_bytes_max_;
   copy.header_bytes_ = header_bytes_;
@@ -549,6 +682,29 @@ Channel Channel::share() const {
   copy.read_only_ = read_only_;
   copy.owner_ = owner_;
   return copy;
+}
+
+Result<ChannelPlacement> Channel::placement() const {
+  ChannelPlacement placement;
+  placement.page_bytes = page_bytes_;
+  placement.node_requested = numa_node_;
+  placement.cpu_requested = numa_cpu_;
+  placement.policy = (placement_flags_ & detail::kPlacementPreferred) != 0 ? NumaPolicy::kPreferred
+                                                                           : NumaPolicy::kBind;
+  placement.lock_memory = (placement_flags_ & detail::kPlacementLock) != 0;
+  if (header_ == nullptr) {
+    return fail(Errc::kInvalidArgument, 0, "channel placement",
+                "channel handle is empty (moved "
+                "from)");
+  }
+  auto pages = page_nodes(header_, mapped_bytes_, page_bytes_);
+  if (!pages) {
+    if (pages.error().code == Errc::kUnsupported) return placement;
+    return unexpected(pages.error());
+  }
+  placement.pages_known = true;
+  placement.pages = std::move(*pages);
+  return placement;
 }
 
 void Channel::reset() noexcept {

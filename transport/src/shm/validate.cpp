@@ -58,10 +58,32 @@ Result<ValidatedMeta> validate_header(const ChannelHeader& header, std::uint64_t
                 "{}: field 'capacity_bytes' is {}, expected a power of two in [{}, {}]", path,
                 capacity, kCapacityBytesMin, kCapacityBytesMax);
   }
-  if (meta.size_bytes != header_bytes + capacity) {
+  const std::uint64_t page_bytes = config.page_bytes == 0 ? kPageBytes : config.page_bytes;
+  if (page_bytes != kPageBytes &&
+      (!std::has_single_bit(page_bytes) || page_bytes < (std::uint64_t{64} << 10) ||
+       page_bytes > kHugePageBytesMax)) {
     return fail(Errc::kCorrupted, 0, kWhere,
-                "{}: field 'size_bytes' is {}, expected header_bytes + capacity_bytes = {}", path,
-                meta.size_bytes, header_bytes + capacity);
+                "{}: field 'page_bytes' is {}, expected 0, 4096 or a huge page size", path,
+                config.page_bytes);
+  }
+  if ((config.placement_flags & ~kPlacementFlagsAll) != 0) {
+    return fail(Errc::kCorrupted, 0, kWhere, "{}: field 'placement_flags' is {:#x}, unknown bits",
+                path, config.placement_flags);
+  }
+  const bool has_node = (config.placement_flags & kPlacementNode) != 0;
+  const bool via_cpu = (config.placement_flags & kPlacementViaCpu) != 0;
+  if ((has_node && (config.numa_node < 0 || config.numa_node >= 1024)) ||
+      (via_cpu && (!has_node || config.numa_cpu < 0))) {
+    return fail(Errc::kCorrupted, 0, kWhere,
+                "{}: fields 'numa_node' {} / 'numa_cpu' {} do not fit 'placement_flags' {:#x}",
+                path, config.numa_node, config.numa_cpu, config.placement_flags);
+  }
+  const std::uint64_t size_expected = file_bytes_for(header_bytes, capacity, page_bytes);
+  if (meta.size_bytes != size_expected) {
+    return fail(Errc::kCorrupted, 0, kWhere,
+                "{}: field 'size_bytes' is {}, expected header_bytes + capacity_bytes rounded up "
+                "to {}-byte pages = {}",
+                path, meta.size_bytes, page_bytes, size_expected);
   }
   if (meta.size_bytes != file_bytes) {
     return fail(Errc::kCorrupted, 0, kWhere,
@@ -99,7 +121,11 @@ Result<ValidatedMeta> validate_header(const ChannelHeader& header, std::uint64_t
                        config.producers_max,
                        config.consumers_max,
                        config.flags,
-                       config.unblock_timeout_ns};
+                       config.unblock_timeout_ns,
+                       page_bytes,
+                       config.placement_flags,
+                       has_node ? config.numa_node : -1,
+                       via_cpu ? config.numa_cpu : -1};
 }
 
 }  // namespace weft::detail

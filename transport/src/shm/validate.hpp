@@ -19,7 +19,18 @@ struct ValidatedMeta {
   std::uint32_t consumers_max;
   std::uint32_t flags;
   std::uint64_t unblock_timeout_ns;
+  // Placement (docs/numa.md).
+  std::uint64_t page_bytes = kPageBytes;  // 4096 or a huge page size; never 0.
+  std::uint32_t placement_flags = 0;
+  std::int32_t numa_node = -1;  // -1 unless kPlacementNode.
+  std::int32_t numa_cpu = -1;   // -1 unless kPlacementViaCpu.
 };
+
+// The size of a channel file: header and ring, rounded up to whole pages of `page_bytes`.
+constexpr std::uint64_t file_bytes_for(std::uint64_t header_bytes, std::uint64_t capacity_bytes,
+                                       std::uint64_t page_bytes) noexcept {
+  return (header_bytes + capacity_bytes + page_bytes - 1) / page_bytes * page_bytes;
+}
 
 // Checks `header` (the first kPageBytes of a file of `file_bytes` bytes) and returns the values
 // the data path may trust, or kCorrupted / kVersionMismatch naming `path` and the bad field.

@@ -130,7 +130,23 @@ struct alignas(kFalseSharingRange) ChannelConfig {
   std::uint32_t flags;          // kFlagLossy.
   std::uint32_t reserved0;
   std::uint64_t unblock_timeout_ns;  // MPSC: a dead producer's claim becomes padding after this.
+  // Placement (docs/numa.md), written once by the creator like the rest. Zero in files made
+  // before these fields existed, which reads as "4 KiB pages, nothing requested".
+  std::uint64_t page_bytes;       // Page size of the file: 0 or 4096, or the huge page size.
+  std::uint32_t placement_flags;  // kPlacement* bits.
+  std::int32_t numa_node;         // The node asked for; meaningful with kPlacementNode.
+  std::int32_t numa_cpu;          // The CPU whose node was asked for; with kPlacementViaCpu.
+  std::uint32_t reserved1;
 };
+
+// ChannelConfig::placement_flags.
+inline constexpr std::uint32_t kPlacementNode = 1;       // numa_node holds a requested node.
+inline constexpr std::uint32_t kPlacementPreferred = 2;  // MPOL_PREFERRED, else MPOL_BIND.
+inline constexpr std::uint32_t kPlacementViaCpu = 4;     // The node came from numa_cpu.
+inline constexpr std::uint32_t kPlacementLock = 8;       // Every read-write opener mlocks.
+inline constexpr std::uint32_t kPlacementFlagsAll =
+    kPlacementNode | kPlacementPreferred | kPlacementViaCpu | kPlacementLock;
+inline constexpr std::uint64_t kHugePageBytesMax = std::uint64_t{1} << 30;
 
 // Recovery counters. unblocks/unblocked_bytes are written by the MPSC consumer role, detaches by
 // the broadcast producer; each has that one writer.
@@ -277,6 +293,11 @@ static_assert(offsetof(ChannelHeader, space_sleepers) == 640, "layout documented
 static_assert(offsetof(ChannelHeader, space_seq) == 768, "layout documented in shm-layout.md");
 static_assert(offsetof(ChannelHeader, config) == 896, "layout documented in shm-layout.md");
 static_assert(offsetof(ChannelHeader, recovery) == 1024, "layout documented in shm-layout.md");
+static_assert(offsetof(ChannelConfig, page_bytes) == 24, "layout documented in shm-layout.md");
+static_assert(offsetof(ChannelConfig, placement_flags) == 32, "layout in shm-layout.md");
+static_assert(offsetof(ChannelConfig, numa_node) == 36, "layout documented in shm-layout.md");
+static_assert(offsetof(ChannelConfig, numa_cpu) == 40, "layout documented in shm-layout.md");
+static_assert(sizeof(ChannelConfig) == kFalseSharingRange, "config fills exactly one block");
 static_assert(sizeof(ChannelHeader) <= kSlotsOffset, "fixed blocks end before the slots");
 static_assert(sizeof(ProducerSlot) == kFalseSharingRange, "one block per producer");
 static_assert(offsetof(ProducerSlot, given_up_start) == 88, "layout in shm-layout.md");
