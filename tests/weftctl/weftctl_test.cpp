@@ -182,10 +182,22 @@ TEST_F(WeftctlTest, ShowDecodesTheWholeHeader) {
   EXPECT_EQ(doc["consumers"][0]["lag_records"], 3);
   EXPECT_EQ(doc["status"], "ok");
   EXPECT_TRUE(doc.contains("journal"));
+  // Placement (issue 8): 4 KiB pages, no node asked for, every present page on node 0 (the only
+  // node here) as the kernel reports it.
+  ASSERT_TRUE(doc.contains("placement")) << doc.dump(2);
+  EXPECT_EQ(doc["placement"]["page_bytes"], 4096);
+  EXPECT_TRUE(doc["placement"]["node_requested"].is_null());
+  EXPECT_EQ(doc["placement"]["mlock"], false);
+  if (doc["placement"]["pages_known"] == true) {
+    ASSERT_GE(doc["placement"]["pages_on_node"].size(), 1U);
+    EXPECT_GT(doc["placement"]["pages_on_node"][0].get<std::uint64_t>(), 0U) << doc.dump(2);
+  }
 
   const Ran text = ctl({"show", "m"});
   EXPECT_EQ(text.exit_code, 0) << text.describe();
   EXPECT_NE(text.out.find("records committed 5"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("placement:"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("pages of 4 KiB"), std::string::npos) << text.out;
 }
 
 TEST_F(WeftctlTest, DumpShowsPendingRecordsWithoutConsumingThem) {

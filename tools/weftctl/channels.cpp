@@ -21,13 +21,21 @@
 #include "weft/channel.hpp"
 #include "weft/inspect.hpp"
 #include "weft/mpsc.hpp"
+#include "weft/numa.hpp"
 #include "weftctl.hpp"
 
 namespace weftctl {
 
 namespace inspect = weft::inspect;
 using nlohmann::json;
+using weft::Channel;
 using weft::ChannelKind;
+using weft::ChannelPlacement;
+using weft::NumaPolicy;
+using weft::OpenOptions;
+using weft::PageNodes;
+using weft::Result;
+using weft::unexpected;
 
 namespace {
 
@@ -521,6 +529,66 @@ void print_show(const inspect::ChannelSnapshot& s, std::optional<double> rate) {
              j.policy.max_in_flight);
 }
 
+// Where the channel's pages are (issue 8): what its creator asked for, from the header, and what
+// the kernel reports now (move_pages, a query that moves nothing). A read-only open: no role, no
+// lock, no cursor.
+Result<ChannelPlacement> read_placement(const Global& g, const std::string& name) {
+  OpenOptions options;
+  options.dir = g.dir;
+  options.read_only = true;
+  auto channel = Channel::open(name, options);
+  if (!channel) return unexpected(channel.error());
+  return channel->placement();
+}
+
+std::string node_counts(const PageNodes& pages) {
+  std::string out;
+  for (std::size_t node = 0; node < pages.pages_on_node.size(); ++node) {
+    if (pages.pages_on_node[node] == 0) continue;
+    out += fmt::format("{}node {}: {} pages", out.empty() ? "" : ", ", node,
+                       pages.pages_on_node[node]);
+  }
+  if (pages.pages_absent != 0) {
+    out += fmt::format("{}{} not present", out.empty() ? "" : ", ", pages.pages_absent);
+  }
+  return out.empty() ? std::string("no pages") : out;
+}
+
+void print_placement(const Result<ChannelPlacement>& placement) {
+  fmt::print("placement:\n");
+  if (!placement) {
+    fmt::print("  unknown: {}\n", placement.error().message());
+    return;
+  }
+  const ChannelPlacement& p = *placement;
+  fmt::print(
+      "  pages of {} KiB  node requested {}{}  policy {}  mlock {}\n", p.page_bytes / 1024,
+      p.node_requested < 0 ? std::string("none") : fmt::format("{}", p.node_requested),
+      p.cpu_requested < 0 ? std::string() : fmt::format(" (node of CPU {})", p.cpu_requested),
+      p.policy == NumaPolicy::kBind ? "bind" : "preferred", p.lock_memory ? "yes" : "no");
+  if (p.pages_known) {
+    fmt::print("  pages now: {}\n", node_counts(p.pages));
+  } else {
+    fmt::print("  pages now: unknown (no NUMA support in this kernel or libnuma)\n");
+  }
+}
+
+json placement_json(const Result<ChannelPlacement>& placement) {
+  if (!placement) return json{{"error", placement.error().message()}};
+  const ChannelPlacement& p = *placement;
+  json j{{"page_bytes", p.page_bytes},
+         {"node_requested", p.node_requested < 0 ? json(nullptr) : json(p.node_requested)},
+         {"cpu_requested", p.cpu_requested < 0 ? json(nullptr) : json(p.cpu_requested)},
+         {"policy", p.policy == NumaPolicy::kBind ? "bind" : "preferred"},
+         {"mlock", p.lock_memory},
+         {"pages_known", p.pages_known}};
+  if (p.pages_known) {
+    j["pages_on_node"] = p.pages.pages_on_node;
+    j["pages_absent"] = p.pages.pages_absent;
+  }
+  return j;
+}
+
 }  // namespace
 
 int cmd_show(const Global& g, const ShowOptions& o) {
@@ -535,9 +603,11 @@ int cmd_show(const Global& g, const ShowOptions& o) {
   if (g.json) {
     json j = to_json(*s.after);
     j["messages_per_s"] = rate ? json(*rate) : json(nullptr);
+    j["placement"] = placement_json(read_placement(g, o.name));
     fmt::print("{}\n", j.dump(2));
   } else {
     print_show(*s.after, rate);
+    print_placement(read_placement(g, o.name));
   }
   return is_problem(s) ? kExitProblem : kExitOk;
 }
