@@ -137,7 +137,20 @@ std::string describe_channel(const Channel& channel) {
            std::to_string(slot.role.pid.load()) + " intent [" + position(slot.intent.load()) +
            ", " + position(slot.intent_end.load()) + ") chunk [" +
            position(slot.chunk_start.load()) + ", " + position(slot.chunk_end.load()) + ") limit " +
-           position(slot.chunk_limit.load()) + " writing " + position(slot.write_position.load());
+           position(slot.chunk_limit.load()) + " writing " + position(slot.write_position.load()) +
+           " given up [" + position(slot.given_up_start.load()) + ", " +
+           position(slot.given_up_end.load()) + ") version " +
+           std::to_string(slot.chunk_version.load());
+  }
+  if (channel.kind() == ChannelKind::kMpsc) {
+    const std::uint64_t head = header.consumer.head_position.load();
+    const std::uint64_t mask = channel.capacity_bytes() - 1;
+    out += "; consumer taken [" + position(header.consumer.taken_start.load()) + ", " +
+           position(header.consumer.taken_end.load()) + ") slot " +
+           std::to_string(header.consumer.taken_slot.load()) + ", word at head " +
+           std::to_string(
+               reinterpret_cast<const std::atomic<std::uint64_t>*>(channel.ring() + (head & mask))
+                   ->load());
   }
   for (std::uint32_t i = 0; i < channel.consumers_max(); ++i) {
     const detail::ConsumerSlot& slot = channel.consumer_slots()[i];
