@@ -1,19 +1,10 @@
 #include "kinds_support.hpp"
 
-#include <ftw.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cinttypes>
-#include <csignal>
 #include <cstdio>
-#include <cstdlib>
-#include <random>
 
 #include <gtest/gtest.h>
 
@@ -24,25 +15,6 @@ namespace weft::kinds_test {
 
 // ---- Directories -----------------------------------------------------------------------------
 
-TempDir::TempDir() {
-  char pattern[] = "/dev/shm/weft-kinds-XXXXXX";
-  if (mkdtemp(pattern) == nullptr) {
-    std::fprintf(stderr, "mkdtemp(%s) failed: %s\n", pattern, std::strerror(errno));
-    std::abort();
-  }
-  path_ = pattern;
-}
-
-TempDir::~TempDir() {
-  // Depth-first removal of everything below the directory, then the directory itself.
-  nftw(
-      path_.c_str(),
-      [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }, 16,
-      FTW_DEPTH | FTW_PHYS);
-}
-
-std::string TempDir::file(std::string_view name) const { return path_ + "/" + std::string(name); }
-
 bool TempDir::exists(std::string_view name) const {
   struct stat st {};
   return ::stat(file(name).c_str(), &st) == 0;
@@ -50,59 +22,18 @@ bool TempDir::exists(std::string_view name) const {
 
 ChannelOptions TempDir::options(ChannelKind kind, std::uint64_t capacity_bytes,
                                 std::uint64_t record_bytes_max) const {
-  ChannelOptions options;
+  ChannelOptions options = channel_options(capacity_bytes, record_bytes_max);
   options.kind = kind;
-  options.capacity_bytes = capacity_bytes;
-  options.record_bytes_max = record_bytes_max;
-  options.dir = path_;
   return options;
 }
 
 OpenOptions TempDir::open_options(bool read_only) const {
-  OpenOptions options;
-  options.dir = path_;
+  OpenOptions options = test::TempDir::open_options();
   options.read_only = read_only;
   return options;
 }
 
 // ---- Seeds, scale, time and random numbers ---------------------------------------------------
-
-double test_scale() {
-  // NOLINTNEXTLINE(concurrency-mt-unsafe): read before any thread starts.
-  const char* text = std::getenv("WEFT_TEST_SCALE");
-  if (text == nullptr || text[0] == '\0') return 1.0;
-  char* end = nullptr;
-  const double scale = std::strtod(text, &end);
-  if (end == text || !(scale > 0.0) || scale > 1000.0) {
-    std::fprintf(stderr, "ignoring WEFT_TEST_SCALE=%s: expected a number in (0, 1000]\n", text);
-    return 1.0;
-  }
-  return scale;
-}
-
-std::uint64_t scaled(std::uint64_t count, std::uint64_t count_min) {
-  const double value = static_cast<double>(count) * test_scale();
-  const auto result = static_cast<std::uint64_t>(value);
-  return std::max(result, count_min);
-}
-
-std::uint64_t test_seed() {
-  std::uint64_t seed = 0;
-  // NOLINTNEXTLINE(concurrency-mt-unsafe): read before any thread starts.
-  if (const char* text = std::getenv("WEFT_TEST_SEED"); text != nullptr && text[0] != '\0') {
-    seed = std::strtoull(text, nullptr, 0);
-  } else {
-    std::random_device device;
-    seed = (std::uint64_t{device()} << 32) ^ device();
-  }
-  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::printf("[   SEED   ] %s.%s: WEFT_TEST_SEED=%" PRIu64 "\n",
-              info != nullptr ? info->test_suite_name() : "?", info != nullptr ? info->name() : "?",
-              seed);
-  std::fflush(stdout);
-  ::testing::Test::RecordProperty("seed", std::to_string(seed));
-  return seed;
-}
 
 std::int64_t monotonic_ns() noexcept {
   timespec ts{};
@@ -113,11 +44,6 @@ std::int64_t monotonic_ns() noexcept {
 void spin_for_ns(std::int64_t ns) noexcept {
   const std::int64_t until = monotonic_ns() + ns;
   while (monotonic_ns() < until) cpu_relax();
-}
-
-std::uint64_t mix64(std::uint64_t a, std::uint64_t b) noexcept {
-  Rng rng(a ^ (b * 0xd1342543de82ef95ULL));
-  return rng.next();
 }
 
 std::string describe_channel(const Channel& channel) {
@@ -197,20 +123,6 @@ std::uint64_t record_key(std::uint32_t source, std::uint64_t sequence) noexcept 
 
 }  // namespace
 
-void fill_pattern(std::span<std::byte> out, std::uint64_t key) noexcept {
-  std::uint64_t x = mix64(key, 0x5eed);
-  std::size_t offset = 0;
-  while (offset + 8 <= out.size()) {
-    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-    std::memcpy(out.data() + offset, &x, 8);
-    offset += 8;
-  }
-  if (offset < out.size()) {
-    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-    std::memcpy(out.data() + offset, &x, out.size() - offset);
-  }
-}
-
 std::uint64_t checksum64(std::span<const std::byte> bytes, std::uint64_t key) noexcept {
   // 64-bit multiply-xorshift over 8-byte words, then the tail; enough to catch any torn or
   // shifted payload in a test.
@@ -265,141 +177,6 @@ std::string check_record(std::span<const std::byte> record) {
   return {};
 }
 
-// ---- Processes -------------------------------------------------------------------------------
-
-std::string ChildStatus::describe() const {
-  if (exited) return "exited with code " + std::to_string(exit_code);
-  if (signal != 0) return std::string("killed by signal ") + strsignal(signal);
-  return "still running";
-}
-
-namespace {
-
-ChildStatus decode_status(int raw) {
-  ChildStatus status;
-  if (WIFEXITED(raw)) {
-    status.exited = true;
-    status.exit_code = WEXITSTATUS(raw);
-  } else if (WIFSIGNALED(raw)) {
-    status.signal = WTERMSIG(raw);
-  }
-  return status;
-}
-
-}  // namespace
-
-ChildProcess::ChildProcess(const std::function<int()>& body) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t parent = getpid();
-  pid_ = fork();
-  if (pid_ < 0) {
-    std::fprintf(stderr, "fork failed: %s\n", std::strerror(errno));
-    std::abort();
-  }
-  if (pid_ == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    // The parent may have died before prctl took effect.
-    if (getppid() != parent) _exit(120);
-    int code = 121;
-    try {
-      code = body();
-    } catch (...) {
-      code = 122;
-    }
-    std::fflush(stdout);
-    std::fflush(stderr);
-    _exit(code);
-  }
-}
-
-ChildProcess::~ChildProcess() {
-  if (pid_ > 0 && !reaped_) kill_and_wait();
-}
-
-ChildStatus ChildProcess::wait() {
-  if (reaped_) return status_;
-  int raw = 0;
-  while (waitpid(pid_, &raw, 0) < 0) {
-    if (errno != EINTR) std::abort();
-  }
-  reaped_ = true;
-  status_ = decode_status(raw);
-  return status_;
-}
-
-void ChildProcess::kill_now() noexcept {
-  if (!reaped_) ::kill(pid_, SIGKILL);
-}
-
-ChildStatus ChildProcess::kill_and_wait() {
-  kill_now();
-  return wait();
-}
-
-bool ChildProcess::poll_exited() {
-  if (reaped_) return true;
-  int raw = 0;
-  const pid_t result = waitpid(pid_, &raw, WNOHANG);
-  if (result != pid_) return false;
-  reaped_ = true;
-  status_ = decode_status(raw);
-  return true;
-}
-
-void ChildMessage::set(std::string_view message) noexcept {
-  std::uint32_t expected = 0;
-  // Acq_rel: the first writer wins; the parent reads the text only after the child ended.
-  if (!written.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) return;
-  const std::size_t count = std::min(message.size(), sizeof text - 1);
-  std::memcpy(text, message.data(), count);
-  text[count] = '\0';
-}
-
-bool ChildMessage::empty() const noexcept {
-  // Acquire: pairs with the compare_exchange in set().
-  return written.load(std::memory_order_acquire) == 0;
-}
-
-std::string ChildMessage::get() const {
-  if (empty()) return "(no message)";
-  return {text};
-}
-
-namespace {
-
-const char* g_watchdog_what = nullptr;
-
-void watchdog_fired(int) {
-  char buffer[512];
-  const int length = std::snprintf(buffer, sizeof buffer,
-                                   "\nWATCHDOG: %s did not finish: a hang (a lost wake-up, a "
-                                   "producer held back forever, a consumer that never unblocks)\n",
-                                   g_watchdog_what != nullptr ? g_watchdog_what : "the test");
-  if (length > 0) {
-    const ssize_t ignored = ::write(2, buffer, static_cast<std::size_t>(length));
-    static_cast<void>(ignored);
-  }
-  std::abort();
-}
-
-}  // namespace
-
-Watchdog::Watchdog(unsigned seconds, const char* what) {
-  g_watchdog_what = what;
-  struct sigaction action {};
-  action.sa_handler = watchdog_fired;
-  sigemptyset(&action.sa_mask);
-  sigaction(SIGALRM, &action, nullptr);
-  alarm(seconds);
-}
-
-Watchdog::~Watchdog() {
-  alarm(0);
-  signal(SIGALRM, SIG_DFL);
-  g_watchdog_what = nullptr;
-}
-
 // ---- Broadcast consumers ---------------------------------------------------------------------
 
 int consume_until_end(BroadcastConsumer& consumer, ConsumerReport& report,
@@ -431,9 +208,12 @@ int consume_until_end(BroadcastConsumer& consumer, ConsumerReport& report,
       }
     }
   };
+  // Lossy: one record per poll, so that the losses a poll reports all precede the record it hands
+  // out (losses after the end marker must not count).
+  const std::size_t per_poll = consumer.channel().lossy() ? 1 : SIZE_MAX;
   SpinThenWait idle;
   while (!end) {
-    const BroadcastPollResult result = consumer.poll(handler);
+    const BroadcastPollResult result = consumer.poll(handler, per_poll);
     if (result.status == PollStatus::kCorrupted || result.status == PollStatus::kDetached) {
       report.message.set(result.status == PollStatus::kDetached
                              ? std::string("detached while alive")

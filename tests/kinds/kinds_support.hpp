@@ -24,6 +24,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/test_support.hpp"
 #include "weft/broadcast.hpp"
 #include "weft/channel.hpp"
 #include "weft/idle.hpp"
@@ -33,36 +34,21 @@ namespace weft::kinds_test {
 
 // ---- Directories -----------------------------------------------------------------------------
 
-// A fresh directory under /dev/shm, removed with everything in it on destruction.
-class TempDir {
+// The shared tests' TempDir (tests/support), with options for a channel of any kind.
+class TempDir : public test::TempDir {
  public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  [[nodiscard]] const std::string& path() const noexcept { return path_; }
-  // The path of `name` inside the directory.
-  [[nodiscard]] std::string file(std::string_view name) const;
   [[nodiscard]] bool exists(std::string_view name) const;
   // Options for a channel of `kind` in this directory.
   [[nodiscard]] ChannelOptions options(ChannelKind kind, std::uint64_t capacity_bytes,
                                        std::uint64_t record_bytes_max = 0) const;
   [[nodiscard]] OpenOptions open_options(bool read_only = false) const;
-
- private:
-  std::string path_;
 };
 
 // ---- Seeds, scale, time and random numbers ---------------------------------------------------
 
-// WEFT_TEST_SCALE (default 1.0): sanitizer builds set it below 1 to shorten the long tests.
-double test_scale();
-// `count` scaled by test_scale(), at least `count_min`.
-std::uint64_t scaled(std::uint64_t count, std::uint64_t count_min = 1);
-// The seed of the current test: WEFT_TEST_SEED when set, else a fresh random one. Printed, and
-// recorded as a test property, so that a failure can be replayed.
-std::uint64_t test_seed();
+using test::scaled;
+using test::test_scale;
+using test::test_seed;
 
 // True in a ThreadSanitizer build.
 #if defined(__SANITIZE_THREAD__)
@@ -90,31 +76,8 @@ std::int64_t monotonic_ns() noexcept;
 // Busy-waits (no system call) for about `ns` nanoseconds.
 void spin_for_ns(std::int64_t ns) noexcept;
 
-// SplitMix64: small, fast, and deterministic from a seed.
-class Rng {
- public:
-  explicit Rng(std::uint64_t seed) noexcept : state_(seed) {}
-  std::uint64_t next() noexcept {
-    std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, bound). Requires: bound > 0.
-  std::uint64_t below(std::uint64_t bound) noexcept { return next() % bound; }
-  // Uniform in [low, high].
-  std::uint64_t between(std::uint64_t low, std::uint64_t high) noexcept {
-    return low + below(high - low + 1);
-  }
-  // True with probability 1 / n.
-  bool one_in(std::uint64_t n) noexcept { return below(n) == 0; }
-
- private:
-  std::uint64_t state_;
-};
-
-// Mixes two values into one well-spread 64-bit value.
-std::uint64_t mix64(std::uint64_t a, std::uint64_t b) noexcept;
+using test::mix64;
+using test::Rng;
 
 // ---- The self-checking record ----------------------------------------------------------------
 //
@@ -149,48 +112,14 @@ Stamp read_stamp(std::span<const std::byte> record) noexcept;
 // wrong. Does not allocate when the record is intact.
 std::string check_record(std::span<const std::byte> record);
 
-// Fills `out` with bytes determined by `key`.
-void fill_pattern(std::span<std::byte> out, std::uint64_t key) noexcept;
+using test::fill_pattern;
 // A 64-bit checksum of `bytes` keyed by `key`.
 std::uint64_t checksum64(std::span<const std::byte> bytes, std::uint64_t key) noexcept;
 
 // ---- Processes -------------------------------------------------------------------------------
 
-struct ChildStatus {
-  bool exited = false;
-  int exit_code = -1;
-  int signal = 0;
-  [[nodiscard]] bool ok() const noexcept { return exited && exit_code == 0; }
-  [[nodiscard]] std::string describe() const;
-};
-
-// A forked child that runs `body` and _exits with its return value (no destructors, no atexit
-// handlers, no GoogleTest output). It dies with its parent (PR_SET_PDEATHSIG), so a test killed
-// by its ctest TIMEOUT leaves nothing behind. The destructor SIGKILLs and reaps a running child.
-class ChildProcess {
- public:
-  explicit ChildProcess(const std::function<int()>& body);
-  ~ChildProcess();
-  ChildProcess(const ChildProcess&) = delete;
-  ChildProcess& operator=(const ChildProcess&) = delete;
-
-  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
-  // Waits for the child to end and reaps it.
-  ChildStatus wait();
-  // Sends SIGKILL (no reaping).
-  void kill_now() noexcept;
-  // Sends SIGKILL, then waits and reaps.
-  ChildStatus kill_and_wait();
-  // True when the child has ended (it is then reaped and its status stored).
-  bool poll_exited();
-  [[nodiscard]] bool reaped() const noexcept { return reaped_; }
-  [[nodiscard]] const ChildStatus& status() const noexcept { return status_; }
-
- private:
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  ChildStatus status_;
-};
+using test::ChildProcess;
+using test::ChildStatus;
 
 // Anonymous shared memory holding `count` objects of type T, visible to the test and to every
 // child forked after it was made. T must work across processes: lock-free atomics, plain data.
@@ -223,25 +152,8 @@ class Shared {
   std::size_t count_ = 0;
 };
 
-// A failure report a child writes for its parent. The first message wins.
-struct ChildMessage {
-  std::atomic<std::uint32_t> written{0};
-  char text[1024] = {};
-  void set(std::string_view message) noexcept;
-  [[nodiscard]] bool empty() const noexcept;
-  [[nodiscard]] std::string get() const;
-};
-
-// Turns a hang into a failure with a message: after `seconds` it prints `what` and aborts. The
-// limit is far above any normal run time; it only makes a lost wake-up or a stuck producer fail
-// with a diagnosis before the ctest TIMEOUT.
-class Watchdog {
- public:
-  Watchdog(unsigned seconds, const char* what);
-  ~Watchdog();
-  Watchdog(const Watchdog&) = delete;
-  Watchdog& operator=(const Watchdog&) = delete;
-};
+using test::ChildMessage;
+using test::Watchdog;
 
 // ---- Waiting and broadcast consumers -----------------------------------------------------------
 

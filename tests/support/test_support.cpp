@@ -323,8 +323,12 @@ ChildStatus ChildProcess::wait() {
   return status_;
 }
 
-ChildStatus ChildProcess::kill_and_wait() {
+void ChildProcess::kill_now() noexcept {
   if (!reaped_) ::kill(pid_, SIGKILL);
+}
+
+ChildStatus ChildProcess::kill_and_wait() {
+  kill_now();
   return wait();
 }
 
@@ -347,9 +351,13 @@ void ChildMessage::set(std::string_view message) noexcept {
   text[count] = '\0';
 }
 
-std::string ChildMessage::get() const {
+bool ChildMessage::empty() const noexcept {
   // Acquire: pairs with the child's compare_exchange in set().
-  if (written.load(std::memory_order_acquire) == 0) return "(no message from the child)";
+  return written.load(std::memory_order_acquire) == 0;
+}
+
+std::string ChildMessage::get() const {
+  if (empty()) return "(no message from the child)";
   return {text};
 }
 

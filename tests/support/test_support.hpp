@@ -183,10 +183,13 @@ class ChildProcess {
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
   // Waits for the child to end and reaps it.
   ChildStatus wait();
+  // Sends SIGKILL (no reaping).
+  void kill_now() noexcept;
   // Sends SIGKILL, then waits and reaps.
   ChildStatus kill_and_wait();
   // Returns true when the child has ended (it is then reaped and its status stored).
   bool poll_exited();
+  [[nodiscard]] bool reaped() const noexcept { return reaped_; }
   [[nodiscard]] const ChildStatus& status() const noexcept { return status_; }
 
  private:
@@ -225,6 +228,7 @@ struct ChildMessage {
   char text[1024] = {};
   // Stores the first message only.
   void set(std::string_view message) noexcept;
+  [[nodiscard]] bool empty() const noexcept;
   [[nodiscard]] std::string get() const;
 };
 

@@ -24,6 +24,7 @@
 
 #include "errors.hpp"
 #include "histogram.hpp"
+#include "peer.hpp"
 #include "svg.hpp"
 #include "weft/adaptive_policy.hpp"
 #include "weft/flush_policy.hpp"
@@ -187,29 +188,6 @@ std::unique_ptr<weft::FlushPolicy> make_policy(const PolicySpec& spec,
   return weft::make_fixed_flush(spec.bytes, std::chrono::nanoseconds(spec.delay_ns),
                                 spec.in_flight);
 }
-
-// A scratch directory under `base`, removed on destruction.
-class ScratchDir {
- public:
-  explicit ScratchDir(const std::string& base) {
-    std::string pattern = base + "/weft-batch-sweep-XXXXXX";
-    if (mkdtemp(pattern.data()) == nullptr) {
-      throw UsageError(
-          fmt::format("--dir {}: cannot create a directory there: {}", base, std::strerror(errno)));
-    }
-    path_ = pattern;
-  }
-  ~ScratchDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  [[nodiscard]] const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // SplitMix64, for the seeded arrival schedule.
 class Random {
@@ -529,7 +507,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
     throw UsageError(fmt::format("--rates {} x --duration {}: more than 2e8 records per point",
                                  rates.back(), config.duration_s));
   }
-  ScratchDir scratch(config.dir);
+  ScratchDir scratch(config.dir, "weft-batch-sweep");
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);  // Sleep to the microsecond, not 50 us late.
 
   // runs[policy][rate] -> the runs' results.

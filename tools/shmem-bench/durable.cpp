@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "errors.hpp"
+#include "peer.hpp"
 #include "weft/journal.hpp"
 #include "weft/recorder.hpp"
 #include "weft/spsc.hpp"
@@ -65,29 +66,6 @@ Spread spread(std::vector<double> values) {
 nlohmann::json spread_json(const Spread& s) {
   return {{"median", s.median}, {"min", s.min}, {"max", s.max}};
 }
-
-// A scratch directory under `base`, removed on destruction.
-class ScratchDir {
- public:
-  explicit ScratchDir(const std::string& base) {
-    std::string pattern = base + "/weft-durable-XXXXXX";
-    if (mkdtemp(pattern.data()) == nullptr) {
-      throw UsageError(
-          fmt::format("--dir {}: cannot create a directory there: {}", base, std::strerror(errno)));
-    }
-    path_ = pattern;
-  }
-  ~ScratchDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  [[nodiscard]] const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 void* aligned_buffer(std::size_t bytes, unsigned char fill) {
   void* memory = nullptr;
@@ -369,8 +347,8 @@ int run_durable(const DurableConfig& config) {
   if (config.runs < 1 || config.latency_samples < 10 || config.throughput_s <= 0.3) {
     throw UsageError("--runs must be >= 1, --samples >= 10 and --duration > 0.3");
   }
-  ScratchDir disk(config.dir);
-  ScratchDir shm("/dev/shm");
+  ScratchDir disk(config.dir, "weft-durable");
+  ScratchDir shm("/dev/shm", "weft-durable");
   std::vector<weft::JournalSync> modes;
   if (config.sync != "direct") modes.push_back(weft::JournalSync::kWriteFdatasync);
   if (config.sync != "fdatasync") modes.push_back(weft::JournalSync::kDirectDsync);

@@ -217,13 +217,23 @@ ScratchDir::ScratchDir() {
   }
   path_ = templ;
   copy_text(g_scratch_dir, path_);
+  signal_cleanup_ = true;
   install_cleanup_handlers();
+}
+
+ScratchDir::ScratchDir(const std::string& base, std::string_view prefix) {
+  std::string templ = fmt::format("{}/{}-XXXXXX", base, prefix);
+  if (mkdtemp(templ.data()) == nullptr) {
+    throw UsageError(
+        fmt::format("--dir {}: cannot create a directory there: {}", base, std::strerror(errno)));
+  }
+  path_ = templ;
 }
 
 ScratchDir::~ScratchDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
-  g_scratch_dir[0] = '\0';
+  if (signal_cleanup_) g_scratch_dir[0] = '\0';
 }
 
 struct SharedBlock {

@@ -32,6 +32,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -160,6 +161,9 @@ Placement choose_placement(const std::optional<std::vector<int>>& requested);
 class ScratchDir {
  public:
   ScratchDir();
+  // A private directory `prefix`-XXXXXX under `base` (a --dir the user chose), removed with
+  // everything in it by the destructor only. Throws UsageError naming --dir when it cannot be made.
+  ScratchDir(const std::string& base, std::string_view prefix);
   ~ScratchDir();
   ScratchDir(const ScratchDir&) = delete;
   ScratchDir& operator=(const ScratchDir&) = delete;
@@ -167,6 +171,7 @@ class ScratchDir {
 
  private:
   std::string path_;
+  bool signal_cleanup_ = false;  // Registered with the signal handler (the /dev/shm one).
 };
 
 // Runs `command` in a child; fills context.control.report. Exceptions become report.error.

@@ -259,6 +259,8 @@ class WEFT_EXPORT BroadcastConsumer {
         word = detail::racy_load(ring_ + (position & mask_));
         if (word == 0) [[unlikely]] {
           // Below the tail a record is never zero unless a later lap is being written here.
+          // Acquire fence: pairs with the producer's release fence after its reserve_position
+          // store; if the zero is a later lap's, lapped() sees that lap.
           std::atomic_thread_fence(std::memory_order_acquire);
           if (lapped(position)) {
             if (!resync(position, result)) break;
@@ -387,7 +389,8 @@ class WEFT_EXPORT BroadcastConsumer {
       return capacity_ - slot;
     }
     if (lossy_) {
-      // Acquire fence: orders the (uninstrumented) load of `word` before lapped()'s load.
+      // Acquire fence: orders the (uninstrumented) load of `word` before lapped()'s load; pairs
+      // with the producer's release fence after its reserve_position store.
       std::atomic_thread_fence(std::memory_order_acquire);
       if (lapped(position)) return 0;
     }

@@ -318,6 +318,8 @@ Result<BroadcastConsumer> BroadcastConsumer::attach(Channel&& channel) {
       // with lapped() behind an acquire fence, and move to a newer tail until it holds.
       for (;;) {
         sequence = detail::racy_load(consumer.ring_ + (start & consumer.mask_) + 8);
+        // Acquire fence: pairs with the producer's release fence after its reserve_position
+        // store, as in poll().
         std::atomic_thread_fence(std::memory_order_acquire);
         if (!consumer.lapped(start)) break;
         // Acquire: as above.
@@ -388,6 +390,7 @@ bool BroadcastConsumer::resync(std::uint64_t& position, BroadcastPollResult& res
     // Validated by lapped() behind the acquire fence below (uninstrumented: a lap later the
     // producer writes payload here with plain stores).
     const std::uint64_t sequence = detail::racy_load(ring_ + (tail & mask_) + 8);
+    // Acquire fence: pairs with the producer's release fence after its reserve_position store.
     std::atomic_thread_fence(std::memory_order_acquire);
     if (lapped(tail)) continue;
     if (tail < position || sequence < next_sequence_ ||
