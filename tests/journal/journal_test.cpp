@@ -3,6 +3,7 @@
 #include "weft/journal.hpp"
 
 #include <fcntl.h>
+#include <liburing.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,6 +159,109 @@ TEST_P(JournalTest, TooLargeRecordIsRefused) {
   auto fits = journal->append(big);
   ASSERT_TRUE(fits) << fits.error().message();
   ASSERT_TRUE(journal->sync());
+}
+
+// Segments start through io_uring (header, rename, directory fsync linked in the in-flight window)
+// where the kernel can rename through it, synchronously otherwise: both ways roll over into
+// segments with valid headers and in order, and replay exactly what was appended.
+constexpr std::uint64_t kRollRecords = 4000;  // About 14 segments of 64 KiB.
+
+void roll_many_segments(const std::string& dir, JournalSync sync, std::uint64_t seed,
+                        std::uint64_t* segment_starts) {
+  FaultHook hook([](journal::IoOp, int result, std::uint32_t) { return result; });
+  JournalOptions options = small_options(sync);
+  // Several flushes in flight, so that a segment fills while flushes of it are still in flight.
+  options.policy = make_fixed_flush(8 * 1024, std::chrono::microseconds(50), 8);
+  options.spare_segments = 2;
+  const auto open_files = [] {
+    return std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator{});
+  };
+  const auto files_before = open_files();
+  auto journal = Journal::open(dir, std::move(options));
+  ASSERT_TRUE(journal) << journal.error().message();
+  append_records(*journal, 1, kRollRecords, seed);
+  *segment_starts = hook.segment_start_requests();
+  // The directory, its lock, the ring, the segment written, at most a few not yet closed: the
+  // files of the segments written before are closed once their flushes are done.
+  EXPECT_LE(open_files() - files_before, 8);
+  auto segments = list_segments(dir);
+  ASSERT_TRUE(segments) << segments.error().message();
+  ASSERT_GT(segments->size(), 10u);
+  for (std::size_t i = 0; i < segments->size(); ++i) {
+    EXPECT_TRUE((*segments)[i].header_valid) << (*segments)[i].path;
+    EXPECT_EQ((*segments)[i].index, i);
+    if (i > 0) {
+      EXPECT_EQ((*segments)[i].first_sequence, (*segments)[i - 1].last_sequence + 1);
+    }
+  }
+  auto report = verify_journal(dir);
+  ASSERT_TRUE(report) << report.error().message();
+  EXPECT_TRUE(report->issues.empty()) << report->issues[0].what;
+  expect_replay(dir, 1, kRollRecords, seed);
+}
+
+bool kernel_renames_through_io_uring() {
+  io_uring_probe* probe = io_uring_get_probe();
+  if (probe == nullptr) return false;
+  const bool supported = io_uring_opcode_supported(probe, IORING_OP_RENAMEAT) != 0;
+  io_uring_free_probe(probe);
+  return supported;
+}
+
+TEST_P(JournalTest, SegmentsStartInTheInFlightWindow) {
+  if (!kernel_renames_through_io_uring()) GTEST_SKIP() << "no IORING_OP_RENAMEAT here";
+  std::uint64_t starts = 0;
+  roll_many_segments(dir(), GetParam(), test_seed(), &starts);
+  EXPECT_GT(starts, 0u) << "the segment starts went through io_uring";
+}
+
+TEST_P(JournalTest, SegmentsStartSynchronouslyWithoutIoUringRename) {
+  journal::faults().synchronous_segment_start = true;
+  std::uint64_t starts = 0;
+  roll_many_segments(dir(), GetParam(), test_seed(), &starts);
+  journal::faults().synchronous_segment_start = false;
+  EXPECT_EQ(starts, 0u) << "no segment start went through io_uring";
+}
+
+// A run may write records into a spare before the spare gets its segment name (the rename is in
+// flight when it dies). Such a leftover spare is reused as a recycled file: its stale records of
+// another epoch end the new segment's records cleanly, never read as a torn tail.
+TEST_P(JournalTest, LeftoverSpareHoldingRecordsIsReusedCleanly) {
+  const std::uint64_t seed = test_seed();
+  {
+    auto journal = Journal::open(dir(), small_options(GetParam()));
+    ASSERT_TRUE(journal) << journal.error().message();
+    append_records(*journal, 1, 600, seed);
+  }
+  auto segments = list_segments(dir());
+  ASSERT_TRUE(segments);
+  ASSERT_GE(segments->size(), 2u);
+  // A full segment's bytes under a spare's name: records of an epoch the journal will not use.
+  fs::copy_file(segments->front().path, dir() + "/s900-1.spare");
+  JournalOptions options = small_options(GetParam());
+  options.spare_segments = 1;
+  std::uint64_t last = 600;
+  {
+    auto journal = Journal::open(dir(), std::move(options));
+    ASSERT_TRUE(journal) << journal.error().message();
+    // Into the leftover spare, and a few records on: the new segment's records end before the
+    // stale ones they overwrote do.
+    while (journal->stats().segments_recycled == 0 && last < 5000)
+      append_records(*journal, ++last, 1, seed);
+    ASSERT_EQ(journal->stats().segments_recycled, 1u) << "the leftover spare became a segment";
+    append_records(*journal, last + 1, 20, seed);
+    last += 20;
+  }
+  auto report = verify_journal(dir());
+  ASSERT_TRUE(report) << report.error().message();
+  EXPECT_TRUE(report->issues.empty()) << report->issues[0].what;
+  EXPECT_EQ(report->last_sequence, last);
+  auto reopened = Journal::open(dir(), small_options(GetParam()));
+  ASSERT_TRUE(reopened) << reopened.error().message();
+  EXPECT_EQ(reopened->recovery().dropped_records, 0u);
+  EXPECT_EQ(reopened->recovery().dropped_bytes, 0u);
+  EXPECT_EQ(reopened->next_sequence(), last + 1);
+  expect_replay(dir(), 1, last, seed);
 }
 
 INSTANTIATE_TEST_SUITE_P(Sync, JournalTest,
@@ -557,6 +661,56 @@ TEST_F(JournalFault, ShortWritesAndEagainAreRetried) {
     EXPECT_GT(journal->stats().retries, 0u);
   }
   expect_replay(dir(), 1, 200, seed);
+}
+
+// A segment start that fails at any of its requests (the header write, the header's fdatasync,
+// the rename, the directory's fsync) fails the journal loudly: no record of the new segment is
+// ever reported durable, and the reopened journal holds an intact prefix of what was appended,
+// covering everything that was reported durable.
+TEST(JournalSegmentStartFault, FailureAtEveryRequestIsNeverReportedDurable) {
+  if (!kernel_renames_through_io_uring()) GTEST_SKIP() << "no IORING_OP_RENAMEAT here";
+  const std::uint64_t seed = test_seed();
+  for (const JournalSync sync : {JournalSync::kWriteFdatasync, JournalSync::kDirectDsync}) {
+    const int requests = sync == JournalSync::kWriteFdatasync ? 4 : 3;
+    for (int failing = 1; failing <= requests; ++failing) {
+      SCOPED_TRACE(::testing::Message() << journal_sync_name(sync) << ", request " << failing);
+      DiskDir disk;
+      const std::string dir = disk.path() + "/j";
+      std::uint64_t durable_reported = 0;
+      {
+        int seen = 0;
+        FaultHook hook([&](journal::IoOp op, int result, std::uint32_t) {
+          return op == journal::IoOp::kSegmentStart && ++seen == failing ? -EIO : result;
+        });
+        auto journal = Journal::open(dir, small_options(sync));
+        ASSERT_TRUE(journal) << journal.error().message();
+        std::vector<std::byte> payload;
+        Result<std::uint64_t> appended = std::uint64_t{0};
+        for (std::uint64_t sequence = 1; sequence < 3000 && appended && !journal->failed();
+             ++sequence) {
+          payload_for(seed, sequence, payload);
+          appended = journal->append(payload);
+          durable_reported = std::max(durable_reported, journal->durable_sequence());
+        }
+        auto synced = journal->sync();
+        ASSERT_FALSE(synced) << "64 KiB segments must roll within 3000 records";
+        EXPECT_TRUE(journal->failed());
+        EXPECT_NE(synced.error().message().find("starting segment"), std::string::npos)
+            << synced.error().message();
+        EXPECT_EQ(synced.error().sys_errno, EIO);
+        durable_reported = std::max(durable_reported, journal->durable_sequence());
+        auto segments = list_segments(dir);
+        ASSERT_TRUE(segments) << segments.error().message();
+        EXPECT_LE(durable_reported, segments->front().last_sequence)
+            << "a record of the segment that never started was reported durable";
+      }
+      auto reopened = Journal::open(dir, small_options(sync));
+      ASSERT_TRUE(reopened) << reopened.error().message();
+      const std::uint64_t kept = reopened->next_sequence() - 1;
+      EXPECT_GE(kept, durable_reported);
+      expect_replay(dir, 1, kept, seed);
+    }
+  }
 }
 
 TEST_F(JournalFault, NoSpaceForANewSegmentIsReported) {

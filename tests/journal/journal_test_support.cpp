@@ -92,8 +92,10 @@ int FaultHook::call(journal::IoOp op, int result, std::uint32_t requested, void*
   auto* self = static_cast<FaultHook*>(context);
   if (op == journal::IoOp::kWrite) {
     ++self->writes_;
-  } else {
+  } else if (op == journal::IoOp::kFsync) {
     ++self->fsyncs_;
+  } else {
+    ++self->segment_starts_;
   }
   return self->fn_(op, result, requested);
 }

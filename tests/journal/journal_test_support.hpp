@@ -51,12 +51,15 @@ class FaultHook {
   FaultHook& operator=(const FaultHook&) = delete;
   [[nodiscard]] std::uint64_t writes() const noexcept { return writes_; }
   [[nodiscard]] std::uint64_t fsyncs() const noexcept { return fsyncs_; }
+  // Completions of the requests that start segments (header, rename, directory fsync).
+  [[nodiscard]] std::uint64_t segment_start_requests() const noexcept { return segment_starts_; }
 
  private:
   static int call(journal::IoOp op, int result, std::uint32_t requested, void* context);
   Fn fn_;
   std::uint64_t writes_ = 0;
   std::uint64_t fsyncs_ = 0;
+  std::uint64_t segment_starts_ = 0;
 };
 
 // Makes fallocate fail with `err` until destroyed.

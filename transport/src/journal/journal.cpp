@@ -251,11 +251,27 @@ Result<DirScan> scan_dir(const std::string& dir) {
 
 // ---- Journal ------------------------------------------------------------------------------------
 
-enum class IoOpKind : std::uint32_t { kWrite = 1, kFsync = 2 };
+// The requests behind one entry of the in-flight window: a flush's write and its fdatasync, or the
+// chain that starts a segment (its header block, made durable, then the rename from the spare's
+// name to the segment's, then an fsync of the directory).
+enum class IoOpKind : std::uint32_t {
+  kWrite = 1,
+  kFsync = 2,
+  kHeaderWrite = 3,
+  kHeaderFsync = 4,
+  kRename = 5,
+  kDirFsync = 6,
+};
 
 struct Journal::Impl {
-  // One flush: a range of a staging buffer written at a file offset, then made durable.
+  // One entry of the in-flight window. A flush: a range of a staging buffer written at a file
+  // offset, then made durable. A segment start (`starts_segment`): the new segment's header and
+  // name made durable; records of that segment count as durable only after it, since the window
+  // is reported durable in order.
   struct Op {
+    bool starts_segment = false;
+    int fd = -1;               // The segment file written (the journal keeps it open until done).
+    std::uint64_t serial = 0;  // 1, 2, 3 ... in submission order.
     std::uint32_t buffer = 0;
     std::uint64_t buffer_offset = 0;
     std::uint64_t length = 0;
@@ -280,6 +296,21 @@ struct Journal::Impl {
     std::uint64_t index = 0;
     std::string path;
     std::int64_t modified_unix_ns = 0;
+    // Serial of the last flush into it (kWriting while it is the segment being written):
+    // retention never removes it before that flush is done.
+    std::uint64_t last_serial = 0;
+  };
+  static constexpr std::uint64_t kWriting = ~std::uint64_t{0};
+  // The file of a segment no longer written, open until its last flush (serial) is done.
+  struct RetiredFile {
+    std::uint64_t last_serial = 0;
+    Fd fd;
+  };
+  // A spare file and whether it may hold bytes of an earlier use (recycled by retention, or left
+  // by an earlier run that may have written into it before it was named).
+  struct Spare {
+    std::string path;
+    bool recycled = false;
   };
 
   std::string dir;
@@ -302,6 +333,7 @@ struct Journal::Impl {
   std::uint64_t segment_epoch = 0;
   std::uint64_t segment_offset = 0;  // Where the next framed byte goes in the file.
   std::deque<Segment> segments;      // Oldest first; the back one is being written.
+  std::deque<RetiredFile> retired_files;
 
   std::uint64_t next_sequence = 1;
   std::uint64_t chain = 0;
@@ -317,6 +349,18 @@ struct Journal::Impl {
   Op ops[kOpsMax];
   std::uint32_t ops_head = 0;  // Oldest flush in flight.
   std::uint32_t ops_count = 0;
+  std::uint64_t op_serial = 0;         // Serial of the last op submitted.
+  std::uint64_t completed_serial = 0;  // Every op up to this serial is done.
+  // A segment start is in the window (one at a time, so that segment names become durable in
+  // order). The policy does not count it as a flush.
+  bool start_in_flight = false;
+  // Its rename's names, relative to dir_fd, and the header block it writes (block-aligned for
+  // O_DIRECT); only one segment start is in flight at a time.
+  std::string start_from;
+  std::string start_to;
+  std::byte* header_block = nullptr;
+  // The kernel can rename through io_uring (5.11 and later): segment starts do not block appends.
+  bool async_rename = false;
   // Attempt numbers count submissions of all flushes, so that a late completion of an earlier
   // flush in the same slot is never taken for the current one's.
   std::uint32_t attempts = 0;
@@ -329,9 +373,11 @@ struct Journal::Impl {
   // Spare segments: files written with zeros (or recycled), waiting to become the next segment.
   std::mutex spare_mutex;
   std::condition_variable spare_cv;
-  std::vector<std::string> spares;  // Guarded by spare_mutex.
+  std::vector<Spare> spares;        // Guarded by spare_mutex.
   bool spare_stop = false;          // Guarded by spare_mutex.
   std::uint64_t spare_counter = 0;  // Guarded by spare_mutex.
+  // Spares the background thread keeps ready (see set_spare_target). Guarded by spare_mutex.
+  std::uint64_t spare_target = 0;
   std::thread spare_thread;
 
   Impl() = default;
@@ -347,6 +393,7 @@ struct Journal::Impl {
     if (spare_thread.joinable()) spare_thread.join();
     if (ring_ready) io_uring_queue_exit(&ring);
     std::free(buffer_memory);
+    std::free(header_block);
   }
 
   Result<void> fail_journal(const Error& e) {
@@ -408,27 +455,50 @@ struct Journal::Impl {
     return path;
   }
 
+  // How many spares the background thread keeps ready: enough for the segment starts before
+  // retention recycles one segment per start (a journal at its size limit writes no zeros), and
+  // at least one, so that a start never waits for zeros; at most spare_segments.
+  void set_spare_target() {
+    std::uint64_t target = options.spare_segments;
+    if (options.retain_bytes != 0 && options.retain_age.count() == 0) {
+      const std::uint64_t retained = options.retain_bytes / options.segment_bytes;
+      const std::uint64_t starts_before_recycling =
+          retained > segments.size() ? retained - segments.size() : 0;
+      target = std::min(target, std::max<std::uint64_t>(starts_before_recycling, 1));
+    }
+    {
+      std::lock_guard lock(spare_mutex);
+      spare_target = target;
+    }
+    spare_cv.notify_all();
+  }
+
   void start_spare_thread() {
     if (options.spare_segments == 0) return;
     spare_thread = std::thread([this] {
       std::unique_lock lock(spare_mutex);
       for (;;) {
-        spare_cv.wait(lock,
-                      [this] { return spare_stop || spares.size() < options.spare_segments; });
+        spare_cv.wait(lock, [this] { return spare_stop || spares.size() < spare_target; });
         if (spare_stop) return;
         const std::uint64_t number = ++spare_counter;
         lock.unlock();
         auto spare = create_spare(number);
         lock.lock();
         if (!spare) return;  // The writer creates one itself when it needs it, and reports why.
-        spares.push_back(std::move(*spare));
+        spares.push_back({std::move(*spare), false});
       }
     });
   }
 
-  // Turns a spare (or a new file) into segment `index` starting at `first_sequence`, and opens it.
-  Result<void> open_new_segment(std::uint64_t index, std::uint64_t first_sequence) {
-    std::string spare;
+  // Turns a spare (or a new file) into segment `index` starting at `first_sequence`, and makes it
+  // the segment being written. Its header block is written and made durable, then the spare is
+  // renamed to the segment's name and the directory synced, so that a named segment always has a
+  // valid header. With `in_window` (and a kernel that renames through io_uring) that chain is
+  // submitted as an entry of the in-flight window and appends go on at once: the records of the
+  // new segment are reported durable only after the chain, since the window is reported in order.
+  // Otherwise the chain runs here, synchronously. Requires: no segment start in flight.
+  Result<void> start_segment(std::uint64_t index, std::uint64_t first_sequence, bool in_window) {
+    Spare spare;
     {
       std::lock_guard lock(spare_mutex);
       if (!spares.empty()) {
@@ -436,8 +506,7 @@ struct Journal::Impl {
         spares.erase(spares.begin());
       }
     }
-    const bool recycled = !spare.empty() && spare.substr(spare.rfind('/') + 1).front() == 'r';
-    if (spare.empty()) {
+    if (spare.path.empty()) {
       std::uint64_t number = 0;
       {
         std::lock_guard lock(spare_mutex);
@@ -445,15 +514,15 @@ struct Journal::Impl {
       }
       auto created = create_spare(number);
       if (!created) return unexpected(created.error());
-      spare = std::move(*created);
+      spare.path = std::move(*created);
       ++stats.segments_created;
     } else {
       ++stats.segments_recycled;
     }
     const int direct = sync == JournalSync::kDirectDsync ? O_DIRECT | O_DSYNC : 0;
-    Fd fd(sys::ops().open(spare.c_str(), O_RDWR | O_CLOEXEC | direct, 0));
+    Fd fd(sys::ops().open(spare.path.c_str(), O_RDWR | O_CLOEXEC | direct, 0));
     if (fd.get() < 0) {
-      return fail_errno(errno, "journal segment", "{}: cannot open a spare segment{}", spare,
+      return fail_errno(errno, "journal segment", "{}: cannot open a spare segment{}", spare.path,
                         direct != 0 ? " with O_DIRECT (does the file system support it?)" : "");
     }
     SegmentHeader header{};
@@ -465,29 +534,53 @@ struct Journal::Impl {
     header.epoch = random_epoch();
     header.first_sequence = first_sequence;
     header.created_unix_ns = static_cast<std::uint64_t>(realtime_ns());
-    header.flags = recycled ? journal::kSegmentRecycled : 0;
+    header.flags = spare.recycled ? journal::kSegmentRecycled : 0;
     header.checksum = journal::segment_checksum(header);
     // The whole first block, so that O_DIRECT accepts it.
-    std::byte* block = buffers[current_buffer].base;  // Free: called only with nothing in flight.
-    std::memset(block, 0, kBlockBytes);
-    std::memcpy(block, &header, sizeof header);
-    if (auto written = write_all(fd.get(), block, kBlockBytes, 0, spare); !written) {
-      return unexpected(written.error());
-    }
-    if (need_fsync && direct == 0) {
-      if (auto synced = sync_fd(fd.get(), true, spare); !synced) return unexpected(synced.error());
-    }
+    std::memset(header_block, 0, kBlockBytes);
+    std::memcpy(header_block, &header, sizeof header);
     const std::string path = join(dir, journal::segment_file_name(index));
-    if (sys::ops().rename(spare.c_str(), path.c_str()) != 0) {
-      return fail_errno(errno, "journal segment", "{}: rename to {} failed", spare, path);
+    if (in_window && async_rename) {
+      start_from = spare.path.substr(spare.path.rfind('/') + 1);
+      start_to = journal::segment_file_name(index);
+      const std::uint32_t slot = ops_head + ops_count;
+      Op& op = op_at(slot);
+      op = Op{};
+      op.starts_segment = true;
+      op.fd = fd.get();
+      op.serial = ++op_serial;
+      op.submit_ns = monotonic_ns();
+      ++ops_count;
+      start_in_flight = true;
+      if (auto submitted = submit_op(slot); !submitted) return submitted;
+    } else {
+      if (auto written = write_all(fd.get(), header_block, kBlockBytes, 0, spare.path); !written) {
+        return unexpected(written.error());
+      }
+      if (need_fsync && direct == 0) {
+        if (auto synced = sync_fd(fd.get(), true, spare.path); !synced) {
+          return unexpected(synced.error());
+        }
+      }
+      if (sys::ops().rename(spare.path.c_str(), path.c_str()) != 0) {
+        return fail_errno(errno, "journal segment", "{}: rename to {} failed", spare.path, path);
+      }
+      if (auto synced = sync_dir(); !synced) return unexpected(synced.error());
     }
-    if (auto synced = sync_dir(); !synced) return unexpected(synced.error());
+    if (!segments.empty()) {
+      // The segment written so far stays open until its flushes are done.
+      const std::uint64_t last_flush = op_serial - (in_window && async_rename ? 1 : 0);
+      segments.back().last_serial = last_flush;
+      if (last_flush > completed_serial) {
+        retired_files.push_back({last_flush, std::move(segment_fd)});
+      }
+    }
     segment_fd = std::move(fd);
     segment_index = index;
     segment_epoch = header.epoch;
     segment_offset = kSegmentHeaderBytes;
     chain = header.checksum;
-    segments.push_back({index, path, realtime_ns()});
+    segments.push_back({index, path, realtime_ns(), kWriting});
     Buffer& buffer = buffers[current_buffer];
     buffer.fill = buffer.submitted = 0;
     buffer.file_base = segment_offset;
@@ -572,6 +665,8 @@ struct Journal::Impl {
     const std::uint32_t slot = ops_head + ops_count;
     Op& op = op_at(slot);
     op = Op{};
+    op.fd = segment_fd.get();
+    op.serial = ++op_serial;
     op.buffer = current_buffer;
     op.buffer_offset = buffer.submitted;
     op.length = buffer.fill - buffer.submitted;
@@ -593,11 +688,28 @@ struct Journal::Impl {
   Result<void> handle(std::uint64_t user_data, int result);
   Result<void> consult();
   Result<void> wait_for_completion(std::int64_t deadline_ns);
+  // Reaps completions, waiting for more, until `done()` (which something in flight must bring).
+  template <class Done>
+  Result<void> reap_until(Done done) {
+    while (!done()) {
+      bool progressed = false;
+      if (auto reaped = reap(&progressed); !reaped) return reaped;
+      if (done()) break;
+      if (auto waited = wait_for_completion(monotonic_ns() + 100'000'000); !waited) return waited;
+    }
+    return {};
+  }
   Result<void> drain();
   Result<void> switch_buffer();
   Result<void> roll_segment();
   Result<std::uint64_t> append(std::span<const std::byte> payload, const RecordMeta& meta);
-  Result<std::uint64_t> apply_retention(std::uint64_t starting = 0);
+  Result<std::uint64_t> apply_retention(std::uint64_t starting, bool sync_after);
+  Result<void> submit_segment_start(std::uint32_t slot);
+  Result<void> submit_prepared();
+  Result<void> handle_segment_start(Op& op, IoOpKind kind, int result);
+  [[nodiscard]] std::uint32_t flushes_in_flight() const noexcept {
+    return ops_count - (start_in_flight ? 1 : 0);
+  }
   Result<void> recover(const DirScan& found);
   void recycle_or_remove(const Segment& segment);
 };
@@ -612,6 +724,7 @@ std::uint64_t Journal::Impl::encode(std::uint32_t slot, IoOpKind kind,
 Result<void> Journal::Impl::submit_op(std::uint32_t slot) {
   Op& op = op_at(slot);
   op.attempt = ++attempts & 0xff'ffff;
+  if (op.starts_segment) return submit_segment_start(slot);
   Buffer& buffer = buffers[op.buffer];
   io_uring_sqe* write = io_uring_get_sqe(&ring);
   io_uring_sqe* fsync = nullptr;
@@ -630,19 +743,58 @@ Result<void> Journal::Impl::submit_op(std::uint32_t slot) {
   const auto length = static_cast<unsigned>(op.length - skip);
   const auto offset = static_cast<__u64>(op.file_offset + skip);
   if (buffers_registered) {
-    io_uring_prep_write_fixed(write, segment_fd.get(), data, length, offset,
-                              static_cast<int>(op.buffer));
+    io_uring_prep_write_fixed(write, op.fd, data, length, offset, static_cast<int>(op.buffer));
   } else {
-    io_uring_prep_write(write, segment_fd.get(), data, length, offset);
+    io_uring_prep_write(write, op.fd, data, length, offset);
   }
   io_uring_sqe_set_data64(write, encode(slot, IoOpKind::kWrite, op.attempt));
   if (fsync != nullptr) {
     // Linked: the fdatasync starts only after the write completed in full; a short or failed
     // write cancels it (-ECANCELED), and the write's completion handler resubmits both.
     io_uring_sqe_set_flags(write, IOSQE_IO_LINK);
-    io_uring_prep_fsync(fsync, segment_fd.get(), IORING_FSYNC_DATASYNC);
+    io_uring_prep_fsync(fsync, op.fd, IORING_FSYNC_DATASYNC);
     io_uring_sqe_set_data64(fsync, encode(slot, IoOpKind::kFsync, op.attempt));
   }
+  return submit_prepared();
+}
+
+// The chain that starts a segment, linked so that each request runs only after the one before it
+// succeeded in full: the header block; its fdatasync (not with O_DSYNC, nor without fsyncs); the
+// rename from the spare's name to the segment's; the directory's fsync. A short or failed request
+// cancels the rest (-ECANCELED); handle_segment_start() resubmits the chain or fails the journal.
+Result<void> Journal::Impl::submit_segment_start(std::uint32_t slot) {
+  const Op& op = op_at(slot);
+  const bool fsync_header = need_fsync && sync == JournalSync::kWriteFdatasync;
+  io_uring_sqe* sqes[4] = {};
+  const unsigned count = 2 + (fsync_header ? 1u : 0u) + (need_fsync ? 1u : 0u);
+  for (unsigned i = 0; i < count; ++i) {
+    sqes[i] = io_uring_get_sqe(&ring);
+    if (sqes[i] == nullptr) {
+      // Cannot happen: the queue holds two entries per window slot, and every prepared entry is
+      // submitted before this returns.
+      return fail_journal(make_error(Errc::kIoError, EBUSY, "journal segment",
+                                     "{}: io_uring submission queue full", dir));
+    }
+  }
+  unsigned next = 0;
+  io_uring_prep_write(sqes[next], op.fd, header_block, static_cast<unsigned>(kBlockBytes), 0);
+  io_uring_sqe_set_data64(sqes[next++], encode(slot, IoOpKind::kHeaderWrite, op.attempt));
+  if (fsync_header) {
+    io_uring_prep_fsync(sqes[next], op.fd, IORING_FSYNC_DATASYNC);
+    io_uring_sqe_set_data64(sqes[next++], encode(slot, IoOpKind::kHeaderFsync, op.attempt));
+  }
+  io_uring_prep_renameat(sqes[next], dir_fd.get(), start_from.c_str(), dir_fd.get(),
+                         start_to.c_str(), 0);
+  io_uring_sqe_set_data64(sqes[next++], encode(slot, IoOpKind::kRename, op.attempt));
+  if (need_fsync) {
+    io_uring_prep_fsync(sqes[next], dir_fd.get(), 0);
+    io_uring_sqe_set_data64(sqes[next++], encode(slot, IoOpKind::kDirFsync, op.attempt));
+  }
+  for (unsigned i = 0; i + 1 < count; ++i) io_uring_sqe_set_flags(sqes[i], IOSQE_IO_LINK);
+  return submit_prepared();
+}
+
+Result<void> Journal::Impl::submit_prepared() {
   for (int tries = 0;; ++tries) {
     const int submitted = io_uring_submit(&ring);
     if (submitted >= 0) return {};
@@ -666,6 +818,7 @@ Result<void> Journal::Impl::handle(std::uint64_t user_data, int result) {
   // Find the flush in the in-flight window: slot indices repeat modulo kOpsMax.
   Op& op = ops[slot_index];
   if (op.attempt != attempt || op.durable) return {};  // An earlier attempt's.
+  if (op.starts_segment) return handle_segment_start(op, kind, result);
   const journal::Faults& hooks = journal::faults();
   if (kind == IoOpKind::kWrite) {
     const auto requested = static_cast<std::uint32_t>(op.length - op.written);
@@ -718,6 +871,48 @@ Result<void> Journal::Impl::handle(std::uint64_t user_data, int result) {
   return {};
 }
 
+Result<void> Journal::Impl::handle_segment_start(Op& op, IoOpKind kind, int result) {
+  const journal::Faults& hooks = journal::faults();
+  if (hooks.completion != nullptr) {
+    const std::uint32_t requested =
+        kind == IoOpKind::kHeaderWrite ? static_cast<std::uint32_t>(kBlockBytes) : 0;
+    result = hooks.completion(journal::IoOp::kSegmentStart, result, requested, hooks.context);
+  }
+  if (result == -ECANCELED) return {};  // A request before it was short or failed; see below.
+  const auto not_durable = [&](int err, std::string_view what) {
+    return fail_journal(make_error(detail::errc_from_errno(err), err, "journal segment",
+                                   "{}: {} while starting segment {} (from spare {}) failed; "
+                                   "records from sequence {} on are not durable and the journal "
+                                   "stops",
+                                   dir, what, start_to, start_from, durable_sequence + 1));
+  };
+  switch (kind) {
+    case IoOpKind::kHeaderWrite:
+      // -EAGAIN, -EINTR or a short write: the rest of the chain was cancelled; write it all again.
+      if (result == -EAGAIN || result == -EINTR ||
+          (result > 0 && static_cast<std::uint64_t>(result) < kBlockBytes)) {
+        ++stats.retries;
+        return submit_op(static_cast<std::uint32_t>(&op - ops));
+      }
+      if (result <= 0) return not_durable(result < 0 ? -result : EIO, "writing the header");
+      return {};
+    case IoOpKind::kHeaderFsync:
+      // Never retried, like a flush's fdatasync.
+      if (result < 0) return not_durable(-result, "fdatasync of the header");
+      return {};
+    case IoOpKind::kRename:
+      if (result < 0) return not_durable(-result, "the rename");
+      if (!need_fsync) op.durable = true;
+      return {};
+    case IoOpKind::kDirFsync:
+      if (result < 0) return not_durable(-result, "fsync of the directory");
+      op.durable = true;
+      return {};
+    default:
+      return {};
+  }
+}
+
 Result<void> Journal::Impl::reap(bool* progressed) {
   io_uring_cqe* cqe = nullptr;
   unsigned seen = 0;
@@ -733,18 +928,27 @@ Result<void> Journal::Impl::reap(bool* progressed) {
   // The durable position advances over the contiguous prefix of durable flushes only.
   while (ops_count != 0 && ops[ops_head % kOpsMax].durable) {
     Op& op = ops[ops_head % kOpsMax];
-    if (op.last_sequence != 0) {
-      durable_sequence = op.last_sequence;
-      durable_source = op.last_source;
+    completed_serial = op.serial;
+    if (op.starts_segment) {
+      start_in_flight = false;
+    } else {
+      if (op.last_sequence != 0) {
+        durable_sequence = op.last_sequence;
+        durable_source = op.last_source;
+      }
+      ++stats.flushes;
+      stats.durable_records += op.records;
+      stats.durable_bytes += op.length;
+      --buffers[op.buffer].in_flight;
+      policy->on_flush_complete({op.submit_ns, monotonic_ns(), op.length, op.records});
     }
-    ++stats.flushes;
-    stats.durable_records += op.records;
-    stats.durable_bytes += op.length;
-    --buffers[op.buffer].in_flight;
-    policy->on_flush_complete({op.submit_ns, monotonic_ns(), op.length, op.records});
     ops_head = (ops_head + 1) % kOpsMax;
     --ops_count;
     *progressed = true;
+  }
+  // Close the files of earlier segments whose last flush is done.
+  while (!retired_files.empty() && retired_files.front().last_serial <= completed_serial) {
+    retired_files.pop_front();
   }
   if (seen != 0) *progressed = true;
   return {};
@@ -757,11 +961,14 @@ Result<void> Journal::Impl::consult() {
   state.pending_bytes = pending;
   state.pending_records = pending_records;
   state.oldest_pending_ns = oldest_pending_ns;
-  state.in_flight = ops_count;
+  state.in_flight = flushes_in_flight();
   const FlushDecision decision = policy->decide(state);
   recheck_at_ns = decision.recheck_at_ns;
   max_in_flight = std::clamp<std::uint32_t>(decision.max_in_flight, 1, kOpsMax);
-  if (decision.flush_now && pending != 0 && ops_count < max_in_flight) return submit_pending();
+  if (decision.flush_now && pending != 0 && flushes_in_flight() < max_in_flight &&
+      ops_count < kOpsMax) {
+    return submit_pending();
+  }
   return {};
 }
 
@@ -795,20 +1002,12 @@ Result<void> Journal::Impl::drain() {
 // Moves to the next staging buffer, waiting until no flush reads it.
 Result<void> Journal::Impl::switch_buffer() {
   if (pending_bytes() != 0) {
-    while (ops_count >= kOpsMax) {
-      bool progressed = false;
-      if (auto reaped = reap(&progressed); !reaped) return reaped;
-      if (ops_count < kOpsMax) break;
-      if (auto waited = wait_for_completion(monotonic_ns() + 100'000'000); !waited) return waited;
-    }
+    if (auto waited = reap_until([this] { return ops_count < kOpsMax; }); !waited) return waited;
     if (auto submitted = submit_pending(); !submitted) return submitted;
   }
   const std::uint32_t next = (current_buffer + 1) % static_cast<std::uint32_t>(buffers.size());
-  while (buffers[next].in_flight != 0) {
-    bool progressed = false;
-    if (auto reaped = reap(&progressed); !reaped) return reaped;
-    if (buffers[next].in_flight == 0) break;
-    if (auto waited = wait_for_completion(monotonic_ns() + 100'000'000); !waited) return waited;
+  if (auto waited = reap_until([&] { return buffers[next].in_flight == 0; }); !waited) {
+    return waited;
   }
   current_buffer = next;
   Buffer& buffer = buffers[next];
@@ -817,16 +1016,26 @@ Result<void> Journal::Impl::switch_buffer() {
   return {};
 }
 
+// Starts the next segment without draining the window: the flushes of the one that filled stay in
+// flight (its file stays open until they are done), and the new segment's header and name are made
+// durable by a chain in the window (see start_segment).
 Result<void> Journal::Impl::roll_segment() {
-  if (auto drained = drain(); !drained) return drained;
-  if (!segments.empty()) segments.back().modified_unix_ns = realtime_ns();
+  // One segment start at a time, so that segment names become durable in order (a crash never
+  // leaves a gap in the segment indices).
+  if (auto waited = reap_until([this] { return !start_in_flight; }); !waited) return waited;
+  // The rest of the full segment goes out, and the next staging buffer starts at the new
+  // segment's first record.
+  if (auto switched = switch_buffer(); !switched) return switched;
+  if (auto waited = reap_until([this] { return ops_count < kOpsMax; }); !waited) return waited;
+  segments.back().modified_unix_ns = realtime_ns();
   // Retention first (counting the segment about to start): a removed segment becomes the spare
-  // that the new one recycles, so a journal at its size limit never writes zeros ahead.
-  if (auto retained = apply_retention(1); !retained) return unexpected(retained.error());
-  if (auto opened = open_new_segment(segment_index + 1, next_sequence); !opened) {
-    return fail_journal(opened.error());
+  // that the new one recycles, so a journal at its size limit never writes zeros ahead. Its
+  // renames are made durable by the new segment's directory fsync.
+  if (auto retained = apply_retention(1, false); !retained) return unexpected(retained.error());
+  if (auto started = start_segment(segment_index + 1, next_sequence, true); !started) {
+    return fail_journal(started.error());
   }
-  spare_cv.notify_all();  // Top the spares up if this took the last one.
+  set_spare_target();  // Top the spares up if this start needs it.
   return {};
 }
 
@@ -867,11 +1076,12 @@ void Journal::Impl::recycle_or_remove(const Segment& segment) {
   bool recycled = false;
   {
     std::lock_guard lock(spare_mutex);
-    if (spares.size() < options.spare_segments) {
+    // Up to one more than the pool holds: the segment start that follows takes one.
+    if (spares.size() < std::uint64_t{options.spare_segments} + 1) {
       const std::string spare =
           join(dir, fmt::format("r{}-{}{}", ++spare_counter, segment.index, journal::kSpareSuffix));
       if (sys::ops().rename(segment.path.c_str(), spare.c_str()) == 0) {
-        spares.push_back(spare);
+        spares.push_back({spare, true});
         recycled = true;
       }
     }
@@ -880,8 +1090,9 @@ void Journal::Impl::recycle_or_remove(const Segment& segment) {
   ++stats.segments_removed;
 }
 
-// `starting`: segments about to be added, counted against retain_bytes.
-Result<std::uint64_t> Journal::Impl::apply_retention(std::uint64_t starting) {
+// `starting`: segments about to be added, counted against retain_bytes. `sync_after`: fsync the
+// directory after removing (a segment start that follows does it anyway).
+Result<std::uint64_t> Journal::Impl::apply_retention(std::uint64_t starting, bool sync_after) {
   if (options.retain_bytes == 0 && options.retain_age.count() == 0) return std::uint64_t{0};
   std::uint64_t removed = 0;
   const std::int64_t now = realtime_ns();
@@ -894,6 +1105,8 @@ Result<std::uint64_t> Journal::Impl::apply_retention(std::uint64_t starting) {
         now - oldest.modified_unix_ns > options.retain_age.count() * 1'000'000'000LL;
     // Age: a segment is as old as its last write (set when the next one started).
     if (!too_big && !too_old) break;
+    // Its last flushes are still in flight: not yet.
+    if (oldest.last_serial > completed_serial) break;
     // A reader holds a shared lock on the segment it reads: never remove that one (or newer).
     Fd fd(sys::ops().open(oldest.path.c_str(), O_RDONLY | O_CLOEXEC, 0));
     if (fd.get() < 0) {
@@ -905,7 +1118,7 @@ Result<std::uint64_t> Journal::Impl::apply_retention(std::uint64_t starting) {
     segments.pop_front();
     ++removed;
   }
-  if (removed != 0) {
+  if (removed != 0 && sync_after) {
     if (auto synced = sync_dir(); !synced) return unexpected(synced.error());
   }
   return removed;
@@ -963,8 +1176,8 @@ Result<void> Journal::Impl::recover(const DirScan& found) {
     if (auto synced = sync_dir(); !synced) return synced;
   }
   for (std::size_t i = 0; i < keep; ++i) {
-    segments.push_back(
-        {scan.segments[i].index, scan.segments[i].path, scan.segments[i].modified_unix_ns});
+    segments.push_back({scan.segments[i].index, scan.segments[i].path,
+                        scan.segments[i].modified_unix_ns, i + 1 == keep ? kWriting : 0});
   }
   next_sequence = scan.next_sequence;
   durable_sequence = scan.last_sequence;
@@ -1068,19 +1281,33 @@ Result<Journal> Journal::open(std::string_view dir_view, JournalOptions options)
                 impl->dir);
   }
   impl->ring_ready = true;
+  // Segments start through io_uring (no stall of the appends) where the kernel renames through it.
+  if (io_uring_probe* probe = io_uring_get_probe_ring(&impl->ring); probe != nullptr) {
+    impl->async_rename = io_uring_opcode_supported(probe, IORING_OP_RENAMEAT) != 0 &&
+                         !journal::faults().synchronous_segment_start;
+    io_uring_free_probe(probe);
+  }
+  impl->header_block = static_cast<std::byte*>(std::aligned_alloc(kBlockBytes, kBlockBytes));
+  if (impl->header_block == nullptr) {
+    return fail(Errc::kNoMemory, ENOMEM, "journal open", "{}: cannot allocate a header block",
+                impl->dir);
+  }
   // Registration pins the buffers; when RLIMIT_MEMLOCK forbids it, plain writes still work.
   impl->buffers_registered = io_uring_register_buffers(&impl->ring, iovecs.data(),
                                                        static_cast<unsigned>(iovecs.size())) == 0;
 
   auto found = scan_dir(impl->dir);
   if (!found) return unexpected(found.error());
-  // Leftover spares: ours from an earlier run (any unfinished ".tmp" is removed).
-  for (const std::string& name : found->spares) impl->spares.push_back(join(impl->dir, name));
+  // Leftover spares: ours from an earlier run (any unfinished ".tmp" is removed). Counted as
+  // recycled: that run may have written records into one before it was named.
+  for (const std::string& name : found->spares) {
+    impl->spares.push_back({join(impl->dir, name), true});
+  }
   if (auto recovered = impl->recover(*found); !recovered) return unexpected(recovered.error());
   if (impl->segment_fd.get() < 0) {
     const std::uint64_t index = impl->segments.empty() ? 0 : impl->segments.back().index + 1;
-    if (auto opened = impl->open_new_segment(index, impl->next_sequence); !opened) {
-      return unexpected(opened.error());
+    if (auto started = impl->start_segment(index, impl->next_sequence, false); !started) {
+      return unexpected(started.error());
     }
   }
   // The spares asked for are ready before open returns, so that the first segments of a run are
@@ -1095,8 +1322,9 @@ Result<Journal> Journal::open(std::string_view dir_view, JournalOptions options)
     auto spare = impl->create_spare(number);
     if (!spare) return unexpected(spare.error());
     std::lock_guard lock(impl->spare_mutex);
-    impl->spares.push_back(std::move(*spare));
+    impl->spares.push_back({std::move(*spare), false});
   }
+  impl->set_spare_target();
   impl->start_spare_thread();
   return Journal(std::move(impl));
 }
@@ -1138,7 +1366,7 @@ Result<void> Journal::wait(std::chrono::nanoseconds timeout) {
 
 Result<void> Journal::sync() { return impl_->drain(); }
 
-Result<std::uint64_t> Journal::apply_retention() { return impl_->apply_retention(); }
+Result<std::uint64_t> Journal::apply_retention() { return impl_->apply_retention(0, true); }
 
 std::uint64_t Journal::durable_sequence() const noexcept { return impl_->durable_sequence; }
 std::uint64_t Journal::durable_source_position() const noexcept { return impl_->durable_source; }
