@@ -528,6 +528,31 @@ TEST(JournalRetention, RemovesOldSegmentsButNotOneAReaderHolds) {
   EXPECT_EQ(reopened->next_sequence(), 3051u);
 }
 
+// At its size limit a journal recycles each removed segment as the spare of the next start: it
+// never writes zeros for a spare again (a background spare would cost the disk a segment's worth of
+// writes per start).
+TEST(JournalRetention, AtItsLimitRecyclesInsteadOfWritingZeros) {
+  DiskDir disk;
+  const std::string dir = disk.path() + "/j";
+  JournalOptions options = small_options(JournalSync::kWriteFdatasync);
+  options.retain_bytes = 4 * options.segment_bytes;
+  options.spare_segments = 4;
+  auto journal = Journal::open(dir, std::move(options));
+  ASSERT_TRUE(journal) << journal.error().message();
+  // The first segment's file, and the four spares asked for, ready when open returns.
+  const JournalStats at_open = journal->stats();
+  EXPECT_EQ(at_open.spares_zeroed, 5u);
+  append_records(*journal, 1, kRollRecords, 9);
+  const JournalStats stats = journal->stats();
+  EXPECT_GT(stats.segments_removed, 5u);
+  EXPECT_EQ(stats.segments_created, at_open.segments_created) << "no start waited for zeros";
+  EXPECT_EQ(stats.spares_zeroed, at_open.spares_zeroed);
+  auto segments = list_segments(dir);
+  ASSERT_TRUE(segments);
+  EXPECT_LE(segments->size(), 4u);
+  expect_replay(dir, segments->front().first_sequence, kRollRecords, 9);
+}
+
 TEST(JournalRetention, RemovesSegmentsOlderThanTheAgeLimit) {
   TempDir shm;
   const std::string dir = shm.path() + "/j";

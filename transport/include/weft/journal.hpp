@@ -93,12 +93,15 @@ struct JournalStats {
   std::uint64_t appended_bytes = 0;  // Payload bytes.
   std::uint64_t flushes = 0;         // Flushes that became durable.
   std::uint64_t durable_records = 0;
-  std::uint64_t durable_bytes = 0;  // Framed bytes made durable.
-  std::uint64_t retries = 0;        // Short writes and -EAGAIN resubmitted.
-  std::uint64_t errors = 0;         // Write or fsync failures (each fails the journal).
-  std::uint64_t segments_created = 0;
-  std::uint64_t segments_recycled = 0;
+  std::uint64_t durable_bytes = 0;      // Framed bytes made durable.
+  std::uint64_t retries = 0;            // Short writes and -EAGAIN resubmitted.
+  std::uint64_t errors = 0;             // Write or fsync failures (each fails the journal).
+  std::uint64_t segments_created = 0;   // Started in a file made then (no spare was ready).
+  std::uint64_t segments_recycled = 0;  // Started in a spare.
   std::uint64_t segments_removed = 0;
+  // Spare files written with zeros (ahead of use, or at a start when none was ready). A journal at
+  // its retention limit recycles removed segments instead: this stops growing.
+  std::uint64_t spares_zeroed = 0;
   FlushPolicyStats policy;
 };
 

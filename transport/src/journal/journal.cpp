@@ -378,6 +378,7 @@ struct Journal::Impl {
   std::uint64_t spare_counter = 0;  // Guarded by spare_mutex.
   // Spares the background thread keeps ready (see set_spare_target). Guarded by spare_mutex.
   std::uint64_t spare_target = 0;
+  std::uint64_t spares_zeroed = 0;  // Guarded by spare_mutex.
   std::thread spare_thread;
 
   Impl() = default;
@@ -451,6 +452,10 @@ struct Journal::Impl {
       const int err = errno;
       sys::ops().unlink(temp.c_str());
       return fail_errno(err, "journal segment", "{}: rename to {} failed", temp, path);
+    }
+    if (need_fsync) {
+      std::lock_guard lock(spare_mutex);
+      ++spares_zeroed;
     }
     return path;
   }
@@ -1383,6 +1388,10 @@ const RecoveryReport& Journal::recovery() const noexcept { return impl_->recover
 JournalStats Journal::stats() const noexcept {
   JournalStats out = impl_->stats;
   out.policy = impl_->policy->stats();
+  {
+    std::lock_guard lock(impl_->spare_mutex);
+    out.spares_zeroed = impl_->spares_zeroed;
+  }
   return out;
 }
 const char* Journal::policy_name() const noexcept { return impl_->policy->name(); }
