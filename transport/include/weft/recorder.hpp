@@ -98,7 +98,9 @@ class WEFT_EXPORT Recorder {
 WEFT_EXPORT std::uint64_t durable_position(const Channel& channel) noexcept;
 
 enum class DurableWait : std::uint8_t {
-  kSpin,   // Busy-poll the durable position: lowest latency, burns the core.
+  kSpin,   // Busy-poll the durable position: lowest latency, burns the core (yielding it for a
+           // moment every few tens of microseconds, so that the kernel threads that complete the
+           // write are never stuck behind the spinner until a scheduler tick).
   kSleep,  // Block on the durable futex; the recorder wakes sleepers only when someone sleeps.
 };
 

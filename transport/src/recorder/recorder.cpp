@@ -21,6 +21,7 @@
 #include "sys/sys.hpp"
 #include "weft/broadcast.hpp"
 #include "weft/detail/bell.hpp"
+#include "weft/idle.hpp"
 #include "weft/mpsc.hpp"
 #include "weft/spsc.hpp"
 
@@ -432,6 +433,9 @@ struct DurableWaitContext {
   std::uint64_t position;
 };
 
+// wait_durable(kSpin) yields the CPU once every this many spins (tens of microseconds).
+constexpr std::uint64_t kSpinsPerYield = 1024;
+
 bool durable_reached(const void* context) {
   const auto* c = static_cast<const DurableWaitContext*>(context);
   // Acquire: as in durable_position().
@@ -447,10 +451,16 @@ WaitStatus wait_durable(const Channel& channel, std::uint64_t position,
   if (durable_reached(&context)) return WaitStatus::kReady;
   const std::int64_t deadline = detail::deadline_after(timeout);
   if (how == DurableWait::kSpin || channel.read_only()) {
-    for (std::uint64_t spins = 0;; ++spins) {
+    for (std::uint64_t spins = 1;; ++spins) {
       if (durable_reached(&context)) return WaitStatus::kReady;
-      if ((spins & 255) == 0 && detail::monotonic_ns() >= deadline) return WaitStatus::kTimedOut;
-      if (channel.read_only() && how == DurableWait::kSleep) std::this_thread::yield();
+      cpu_relax();
+      if ((spins & (kSpinsPerYield - 1)) == 0 || how == DurableWait::kSleep) {
+        if (detail::monotonic_ns() >= deadline) return WaitStatus::kTimedOut;
+        // The write is completed by kernel threads (the O_DSYNC flush worker, io_uring's fsync
+        // worker) that may be queued on this CPU: a spinner that never yields makes them wait
+        // for a scheduler tick (4 ms at HZ=250). A yield every few microseconds costs ~1 us.
+        std::this_thread::yield();
+      }
     }
   }
   for (;;) {
