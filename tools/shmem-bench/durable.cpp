@@ -1,6 +1,7 @@
 #include "durable.hpp"
 
 #include <fcntl.h>
+#include <liburing.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -23,6 +24,8 @@
 
 #include "errors.hpp"
 #include "peer.hpp"
+#include "policy_spec.hpp"
+#include "weft/idle.hpp"
 #include "weft/journal.hpp"
 #include "weft/recorder.hpp"
 #include "weft/spsc.hpp"
@@ -30,9 +33,14 @@
 namespace shmem_bench {
 namespace {
 
-constexpr std::uint64_t kFloorFileBytes = std::uint64_t{256} << 20;
+// The floor's file: written with zeros and synced once, then overwritten (sequential writes wrap
+// around at its end), as the journal overwrites its pre-zeroed and recycled segments.
+constexpr std::uint64_t kFloorFileBytes = std::uint64_t{512} << 20;
+constexpr std::uint64_t kSyncRegionBytes = std::uint64_t{8} << 20;
 constexpr std::uint64_t kSyncSamples = 1000;
 constexpr std::uint64_t kSegmentBytes = std::uint64_t{64} << 20;
+// Leading part of every saturating phase (the journal's and the floor's) left out of the rate.
+constexpr std::int64_t kWarmupNs = 200'000'000;
 
 std::int64_t now_ns() {
   timespec ts{};
@@ -97,19 +105,23 @@ struct Floor {
   std::int64_t sync_p50_ns = 0;
   std::int64_t sync_p99_ns = 0;
   double seq_bytes_per_s = 0;
-  std::string seq_best;  // Which way of writing gave it.
+  std::string seq_best;                                  // Which way of writing gave it.
+  std::vector<std::pair<std::string, double>> seq_ways;  // Every way measured, bytes/s.
 };
 
 // Keeps one CPU busy while it lives, as the producer spinning in wait_durable does during the
-// durable measurement. On a virtual machine a halted vCPU woken by the disk's interrupt can take a
-// host scheduler tick (4 ms here under load) to run again: without this, the floor would pay that
-// and the durable path would not, and their ratio would mean nothing.
+// durable measurement (and, like it, yields the CPU for a moment every 1024 spins). On a virtual
+// machine a halted vCPU woken by the disk's interrupt can take a host scheduler tick (4 ms here
+// under load) to run again: without this, the floor would pay that and the durable path would
+// not, and their ratio would mean nothing.
 class Spinner {
  public:
   Spinner()
       : thread_([this] {
           // Relaxed: a stop request only.
-          while (!stop_.load(std::memory_order_relaxed)) {
+          for (std::uint64_t spins = 1; !stop_.load(std::memory_order_relaxed); ++spins) {
+            weft::cpu_relax();
+            if (spins % 1024 == 0) std::this_thread::yield();
           }
         }) {}
   ~Spinner() {
@@ -124,21 +136,105 @@ class Spinner {
   std::thread thread_;
 };
 
-// The disk's floor: 4 KiB pwrite + fdatasync at queue depth 1 on a pre-written file, and the
-// best of several ways to write sequentially and durably.
-Floor measure_floor(const std::string& dir, bool spin) {
+// One way of writing sequentially and durably, as fio would: `chunk`-byte writes at increasing
+// offsets (wrapping at the file's end), `depth` of them in flight through io_uring, each durable on
+// completion (O_DIRECT|O_DSYNC), or, with `direct` false, pwrite + fdatasync one at a time. Runs
+// for `seconds`; the rate counts the bytes completed after the first kWarmupNs, as the journal's
+// saturating phase does.
+double sequential_rate(const std::string& path, bool direct, std::uint64_t chunk, unsigned depth,
+                       double seconds) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (direct ? O_DIRECT | O_DSYNC : 0));
+  if (fd < 0) {
+    throw RunError(
+        fmt::format("{}: open{}: {}", path, direct ? " with O_DIRECT" : "", std::strerror(errno)));
+  }
+  void* buffer = aligned_buffer(chunk, 0xcd);
+  const std::int64_t start = now_ns();
+  const std::int64_t from = start + kWarmupNs;
+  const std::int64_t end = start + static_cast<std::int64_t>(seconds * 1e9);
+  std::uint64_t offset = 0;
+  std::uint64_t counted = 0;
+  std::int64_t counted_from = 0;
+  const auto next_offset = [&] {
+    const std::uint64_t at = offset;
+    offset = offset + chunk + chunk > kFloorFileBytes ? 0 : offset + chunk;
+    return at;
+  };
+  const auto count = [&](std::uint64_t bytes) {
+    const std::int64_t now = now_ns();
+    if (now < from) return;
+    if (counted_from == 0) counted_from = now;
+    counted += bytes;
+  };
+  std::string failure;
+  if (!direct) {
+    while (now_ns() < end && failure.empty()) {
+      if (pwrite(fd, buffer, chunk, static_cast<off_t>(next_offset())) !=
+              static_cast<ssize_t>(chunk) ||
+          fdatasync(fd) != 0) {
+        failure = std::strerror(errno);
+      }
+      count(chunk);
+    }
+  } else {
+    io_uring ring{};
+    if (const int rc = io_uring_queue_init(depth, &ring, 0); rc < 0) {
+      free(buffer);
+      close(fd);
+      throw RunError(fmt::format("io_uring_queue_init: {}", std::strerror(-rc)));
+    }
+    unsigned in_flight = 0;
+    for (;;) {
+      const bool more = now_ns() < end && failure.empty();
+      while (more && in_flight < depth) {
+        io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+        io_uring_prep_write(sqe, fd, buffer, static_cast<unsigned>(chunk), next_offset());
+        ++in_flight;
+      }
+      if (in_flight == 0) break;
+      io_uring_submit(&ring);
+      io_uring_cqe* cqe = nullptr;
+      if (const int rc = io_uring_wait_cqe(&ring, &cqe); rc < 0) {
+        if (rc == -EINTR) continue;
+        failure = std::strerror(-rc);
+        break;
+      }
+      if (cqe->res != static_cast<int>(chunk)) {
+        failure = cqe->res < 0 ? std::strerror(-cqe->res) : "short write";
+      } else {
+        count(chunk);
+      }
+      io_uring_cqe_seen(&ring, cqe);
+      --in_flight;
+    }
+    io_uring_queue_exit(&ring);
+  }
+  const std::int64_t stop = now_ns();
+  free(buffer);
+  close(fd);
+  if (!failure.empty()) {
+    throw RunError(fmt::format("{}: sequential {} write: {}", path,
+                               direct ? "O_DIRECT|O_DSYNC" : "write+fdatasync", failure));
+  }
+  if (counted_from == 0 || stop <= counted_from) return 0;
+  return static_cast<double>(counted) * 1e9 / static_cast<double>(stop - counted_from);
+}
+
+// The disk's floor, on `path` (a prepared file): 4 KiB pwrite + fdatasync at queue depth 1, and
+// the best of several ways to write sequentially and durably, each for as long as the journal's
+// saturating phase (a virtual disk can sustain less than it bursts).
+Floor measure_floor(const std::string& path, bool spin, double seconds) {
   Floor floor;
   std::optional<Spinner> spinner;
   if (spin) spinner.emplace();
-  const std::string path = dir + "/floor.dat";
   {
-    const int fd = prepared_file(path, std::uint64_t{8} << 20, 0);
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) throw RunError(fmt::format("{}: {}", path, std::strerror(errno)));
     void* block = aligned_buffer(4096, 0xab);
     std::vector<std::int64_t> samples;
     for (std::uint64_t i = 0; i < kSyncSamples; ++i) {
       const std::int64_t start = now_ns();
-      if (pwrite(fd, block, 4096, static_cast<off_t>((i * 4096) % (std::uint64_t{8} << 20))) !=
-              4096 ||
+      if (pwrite(fd, block, 4096, static_cast<off_t>((i * 4096) % kSyncRegionBytes)) != 4096 ||
           fdatasync(fd) != 0) {
         throw RunError(fmt::format("{}: write+fdatasync: {}", path, std::strerror(errno)));
       }
@@ -149,34 +245,31 @@ Floor measure_floor(const std::string& dir, bool spin) {
     floor.sync_p50_ns = percentile(samples, 0.5);
     floor.sync_p99_ns = percentile(samples, 0.99);
   }
-  for (const bool direct : {false, true}) {
-    for (const std::uint64_t chunk : {std::uint64_t{1} << 20, std::uint64_t{4} << 20}) {
-      const int fd = prepared_file(path, kFloorFileBytes, direct ? O_DIRECT | O_DSYNC : 0);
-      void* buffer = aligned_buffer(chunk, 0xcd);
-      const std::int64_t start = now_ns();
-      for (std::uint64_t offset = 0; offset < kFloorFileBytes; offset += chunk) {
-        if (pwrite(fd, buffer, chunk, static_cast<off_t>(offset)) != static_cast<ssize_t>(chunk) ||
-            (!direct && fdatasync(fd) != 0)) {
-          throw RunError(fmt::format("{}: sequential write: {}", path, std::strerror(errno)));
-        }
-      }
-      const double seconds = static_cast<double>(now_ns() - start) / 1e9;
-      free(buffer);
-      close(fd);
-      const double rate = static_cast<double>(kFloorFileBytes) / seconds;
-      if (rate > floor.seq_bytes_per_s) {
-        floor.seq_bytes_per_s = rate;
-        floor.seq_best =
-            fmt::format("{} MiB {}", chunk >> 20, direct ? "O_DIRECT|O_DSYNC" : "write+fdatasync");
-      }
+  struct Way {
+    bool direct;
+    std::uint64_t chunk;
+    unsigned depth;
+  };
+  constexpr std::uint64_t kMiB = std::uint64_t{1} << 20;
+  for (const Way way : {Way{false, 4 * kMiB, 1}, Way{true, 4 * kMiB, 1}, Way{true, kMiB, 4},
+                        Way{true, 4 * kMiB, 4}}) {
+    const double rate = sequential_rate(path, way.direct, way.chunk, way.depth, seconds);
+    std::string name = fmt::format("{} MiB {} QD{}", way.chunk / kMiB,
+                                   way.direct ? "O_DIRECT|O_DSYNC" : "write+fdatasync", way.depth);
+    if (rate > floor.seq_bytes_per_s) {
+      floor.seq_bytes_per_s = rate;
+      floor.seq_best = name;
     }
+    floor.seq_ways.emplace_back(std::move(name), rate);
   }
-  std::filesystem::remove(path);
   return floor;
 }
 
+// The adaptive policy's commit-to-durable target when --policy adaptive is chosen.
+constexpr double kAdaptiveTargetMs = 2.0;
+
 weft::RecorderOptions recorder_options(const std::string& shm_dir, weft::JournalSync sync,
-                                       bool spin, bool saturate) {
+                                       bool spin, bool saturate, const PolicySpec& policy) {
   weft::RecorderOptions options;
   options.shm_dir = shm_dir;
   options.spin = spin;
@@ -189,6 +282,7 @@ weft::RecorderOptions recorder_options(const std::string& shm_dir, weft::Journal
   // no segment is zero-filled while the run writes.
   options.journal.spare_segments = saturate ? 6 : 2;
   options.journal.retain_bytes = saturate ? 6 * kSegmentBytes : 0;
+  options.journal.policy = make_policy(policy, kAdaptiveTargetMs);
   return options;
 }
 
@@ -236,7 +330,9 @@ Phase measure_latency(const DurableConfig& config, const std::string& shm_dir,
   const weft::DurableWait how =
       config.producer_wait == "spin" ? weft::DurableWait::kSpin : weft::DurableWait::kSleep;
   const auto stats = with_recorder(
-      "lat", journal_dir, recorder_options(shm_dir, sync, config.recorder_idle == "spin", false),
+      "lat", journal_dir,
+      recorder_options(shm_dir, sync, config.recorder_idle == "spin", false,
+                       parse_policy(config.policy, "--policy")),
       [&] {
         std::vector<std::byte> payload(config.size_bytes, std::byte{0x42});
         const std::uint64_t warmup = 100;
@@ -261,55 +357,81 @@ Phase measure_latency(const DurableConfig& config, const std::string& shm_dir,
   return phase;
 }
 
+// Saturating load on `shards` independent channel -> recorder -> journal pairs at once, as
+// weft-recorder runs them (one recorder thread per channel), each channel fed by its own producer
+// thread as fast as the recorder makes room. The rate is the growth of the channels' durable
+// positions between the end of the warm-up and the end of the phase, summed over the shards.
 Phase measure_throughput(const DurableConfig& config, const std::string& shm_dir,
-                         const std::string& journal_dir, weft::JournalSync sync) {
-  weft::ChannelOptions channel_options;
-  channel_options.dir = shm_dir;
-  channel_options.capacity_bytes = std::uint64_t{64} << 20;
-  channel_options.record_bytes_max = std::max<std::uint64_t>(config.size_bytes, 64);
-  auto producer = weft::SpscProducer::create("tput", channel_options);
-  if (!producer) throw RunError(producer.error().message());
+                         const std::string& journal_dir, weft::JournalSync sync, unsigned shards) {
+  struct Shard {
+    std::optional<weft::SpscProducer> producer;
+    std::optional<weft::Recorder> recorder;
+    weft::Result<void> result;
+    std::uint64_t start_position = 0;
+    std::uint64_t end_position = 0;
+  };
+  std::vector<Shard> all(shards);
+  const auto channel_name = [](unsigned i) { return fmt::format("tput-{}", i); };
+  for (unsigned i = 0; i < shards; ++i) {
+    weft::ChannelOptions channel_options;
+    channel_options.dir = shm_dir;
+    channel_options.capacity_bytes = std::uint64_t{64} << 20;
+    channel_options.record_bytes_max = std::max<std::uint64_t>(config.size_bytes, 64);
+    auto producer = weft::SpscProducer::create(channel_name(i), channel_options);
+    if (!producer) throw RunError(producer.error().message());
+    all[i].producer.emplace(std::move(*producer));
+    auto recorder =
+        weft::Recorder::open(channel_name(i), fmt::format("{}-{}", journal_dir, i),
+                             recorder_options(shm_dir, sync, config.recorder_idle == "spin", true,
+                                              parse_policy(config.policy, "--policy")));
+    if (!recorder) throw RunError(recorder.error().message());
+    all[i].recorder.emplace(std::move(*recorder));
+  }
+  std::atomic<bool> stop_producers{false};
+  std::atomic<bool> stop_recorders{false};
+  std::vector<std::thread> threads;
+  for (Shard& shard : all) {
+    threads.emplace_back([&] { shard.result = shard.recorder->run(stop_recorders); });
+    threads.emplace_back([&] {
+      std::vector<std::byte> payload(config.size_bytes, std::byte{0x42});
+      // Relaxed: a stop request; the producer sees it within one wait.
+      while (!stop_producers.load(std::memory_order_relaxed)) {
+        if (shard.producer->try_send(payload) != weft::SendStatus::kOk) {
+          static_cast<void>(shard.producer->wait(std::chrono::milliseconds(10)));
+        }
+      }
+    });
+  }
+  const std::int64_t start = now_ns();
+  const auto sleep_until = [](std::int64_t deadline) {
+    while (now_ns() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  sleep_until(start + kWarmupNs);
+  const std::int64_t window_start = now_ns();
+  for (Shard& shard : all) {
+    shard.start_position = weft::durable_position(shard.producer->channel());
+  }
+  sleep_until(start + static_cast<std::int64_t>(config.throughput_s * 1e9));
+  const std::int64_t window_end = now_ns();
+  for (Shard& shard : all) shard.end_position = weft::durable_position(shard.producer->channel());
+  stop_producers.store(true, std::memory_order_relaxed);  // Relaxed: a request.
+  stop_recorders.store(true, std::memory_order_relaxed);  // Relaxed: a request.
+  for (std::thread& thread : threads) thread.join();
   Phase phase;
-  std::uint64_t counted_records = 0;
-  double seconds = 0;
-  const auto stats = with_recorder(
-      "tput", journal_dir, recorder_options(shm_dir, sync, config.recorder_idle == "spin", true),
-      [&] {
-        std::vector<std::byte> payload(config.size_bytes, std::byte{0x42});
-        std::vector<std::uint64_t> ends;
-        const std::int64_t start = now_ns();
-        const auto deadline = start + static_cast<std::int64_t>(config.throughput_s * 1e9);
-        // Durable position at the start of the measured window (after a short warm-up).
-        const std::int64_t warm = start + static_cast<std::int64_t>(0.2e9);
-        std::uint64_t start_position = 0;
-        std::int64_t window_start = 0;
-        std::uint64_t sent = 0;
-        while (now_ns() < deadline) {
-          if (producer->try_send(payload) == weft::SendStatus::kOk) {
-            ++sent;
-            continue;
-          }
-          if (window_start == 0 && now_ns() >= warm) {
-            window_start = now_ns();
-            start_position = weft::durable_position(producer->channel());
-          }
-          static_cast<void>(producer->wait(std::chrono::milliseconds(10)));
-        }
-        const std::int64_t end_ns = now_ns();
-        const std::uint64_t end_position = weft::durable_position(producer->channel());
-        if (window_start == 0) {
-          window_start = start;
-          start_position = 0;
-        }
-        seconds = static_cast<double>(end_ns - window_start) / 1e9;
-        const std::uint64_t record_span = (8 + config.size_bytes + 7) / 8 * 8;
-        counted_records = (end_position - start_position) / record_span;
-        static_cast<void>(sent);
-      });
-  phase.msgs_per_s = static_cast<double>(counted_records) / seconds;
+  const std::uint64_t record_span = (8 + config.size_bytes + 7) / 8 * 8;
+  const double seconds = static_cast<double>(window_end - window_start) / 1e9;
+  std::uint64_t records = 0;
+  for (unsigned i = 0; i < shards; ++i) {
+    Shard& shard = all[i];
+    if (!shard.result) throw RunError(shard.result.error().message());
+    records += (shard.end_position - shard.start_position) / record_span;
+    phase.flushes += shard.recorder->stats().journal.flushes;
+    shard.recorder.reset();
+    shard.producer.reset();
+    static_cast<void>(weft::Channel::unlink(channel_name(i), shm_dir));
+  }
+  phase.msgs_per_s = static_cast<double>(records) / seconds;
   phase.bytes_per_s = phase.msgs_per_s * static_cast<double>(config.size_bytes);
-  phase.flushes = stats.journal.flushes;
-  static_cast<void>(weft::Channel::unlink("tput", shm_dir));
   return phase;
 }
 
@@ -327,7 +449,8 @@ CLI::App* add_durable_subcommand(CLI::App& app, DurableConfig& config) {
   durable->add_option("--samples", config.latency_samples,
                       "Records sent one at a time per run and sync mode (default 2000)");
   durable->add_option("--duration", config.throughput_s,
-                      "Seconds of saturating load per run and sync mode (default 2)");
+                      "Seconds of saturating load per run, sync mode and shard count, and of each "
+                      "way the floor writes sequentially (default 2)");
   durable->add_option("--sync", config.sync, "fdatasync, direct or both (default both)")
       ->check(CLI::IsMember({"fdatasync", "direct", "both"}));
   durable
@@ -336,6 +459,14 @@ CLI::App* add_durable_subcommand(CLI::App& app, DurableConfig& config) {
       ->check(CLI::IsMember({"sleep", "spin"}));
   durable->add_option("--producer-wait", config.producer_wait, "spin (default) or sleep")
       ->check(CLI::IsMember({"spin", "sleep"}));
+  durable->add_option("--policy", config.policy,
+                      "The recorders' flush policy: natural (default), adaptive, every or "
+                      "fixed-<bytes>-<delay>[-x<in flight>]");
+  durable
+      ->add_option("--shards", config.shards,
+                   "Shard counts for the saturating phase: N channel -> recorder -> journal "
+                   "pairs at once, one recorder thread each (default 1; e.g. 1,2,4)")
+      ->delimiter(',');
   durable->add_flag("--json", config.json, "Print one JSON document instead of the table");
   return durable;
 }
@@ -347,51 +478,87 @@ int run_durable(const DurableConfig& config) {
   if (config.runs < 1 || config.latency_samples < 10 || config.throughput_s <= 0.3) {
     throw UsageError("--runs must be >= 1, --samples >= 10 and --duration > 0.3");
   }
+  static_cast<void>(parse_policy(config.policy, "--policy"));  // A bad name is a usage error.
+  std::vector<unsigned> shard_counts = config.shards;
+  if (shard_counts.empty()) shard_counts.push_back(1);
+  for (const unsigned count : shard_counts) {
+    if (count < 1 || count > 64) {
+      throw UsageError(fmt::format("--shards {}: expected shard counts from 1 to 64", count));
+    }
+  }
+  if (std::find(shard_counts.begin(), shard_counts.end(), 1u) == shard_counts.end()) {
+    shard_counts.insert(shard_counts.begin(), 1);  // The headline throughput is one shard's.
+  }
   ScratchDir disk(config.dir, "weft-durable");
   ScratchDir shm("/dev/shm", "weft-durable");
   std::vector<weft::JournalSync> modes;
   if (config.sync != "direct") modes.push_back(weft::JournalSync::kWriteFdatasync);
   if (config.sync != "fdatasync") modes.push_back(weft::JournalSync::kDirectDsync);
 
+  // The floor's file, written once: every run overwrites it.
+  const std::string floor_path = disk.path() + "/floor.dat";
+  close(prepared_file(floor_path, kFloorFileBytes, 0));
+
   struct ModeRuns {
     std::vector<double> p50, p99, p999, msgs, bytes, lat_ratio, bw_ratio;
+    std::vector<std::vector<double>> shard_bytes, shard_ratio;  // [shard count index][run]
   };
   std::vector<ModeRuns> per_mode(modes.size());
+  for (ModeRuns& r : per_mode) {
+    r.shard_bytes.resize(shard_counts.size());
+    r.shard_ratio.resize(shard_counts.size());
+  }
   std::vector<double> sync_p50, sync_p99, seq_bw;
+  std::vector<std::pair<std::string, std::vector<double>>> seq_ways;
   std::string seq_best;
   for (int run = 0; run < config.runs; ++run) {
-    const Floor floor = measure_floor(disk.path(), config.producer_wait == "spin");
+    const Floor floor =
+        measure_floor(floor_path, config.producer_wait == "spin", config.throughput_s);
     sync_p50.push_back(static_cast<double>(floor.sync_p50_ns));
     sync_p99.push_back(static_cast<double>(floor.sync_p99_ns));
     seq_bw.push_back(floor.seq_bytes_per_s);
     seq_best = floor.seq_best;
+    for (std::size_t w = 0; w < floor.seq_ways.size(); ++w) {
+      if (seq_ways.size() <= w) seq_ways.push_back({floor.seq_ways[w].first, {}});
+      seq_ways[w].second.push_back(floor.seq_ways[w].second);
+    }
     for (std::size_t m = 0; m < modes.size(); ++m) {
       const std::string journal_dir = fmt::format("{}/journal-{}-{}", disk.path(), run, m);
       const Phase latency = measure_latency(config, shm.path(), journal_dir + "-lat", modes[m]);
-      const Phase throughput =
-          measure_throughput(config, shm.path(), journal_dir + "-tput", modes[m]);
       std::filesystem::remove_all(journal_dir + "-lat");
-      std::filesystem::remove_all(journal_dir + "-tput");
       ModeRuns& r = per_mode[m];
       r.p50.push_back(static_cast<double>(latency.p50_ns));
       r.p99.push_back(static_cast<double>(latency.p99_ns));
       r.p999.push_back(static_cast<double>(latency.p999_ns));
-      r.msgs.push_back(throughput.msgs_per_s);
-      r.bytes.push_back(throughput.bytes_per_s);
       r.lat_ratio.push_back(static_cast<double>(latency.p50_ns) /
                             static_cast<double>(floor.sync_p50_ns));
-      r.bw_ratio.push_back(throughput.bytes_per_s / floor.seq_bytes_per_s);
+      for (std::size_t c = 0; c < shard_counts.size(); ++c) {
+        const std::string dir = fmt::format("{}-tput{}", journal_dir, shard_counts[c]);
+        const Phase throughput =
+            measure_throughput(config, shm.path(), dir, modes[m], shard_counts[c]);
+        for (unsigned i = 0; i < shard_counts[c]; ++i) {
+          std::filesystem::remove_all(fmt::format("{}-{}", dir, i));
+        }
+        r.shard_bytes[c].push_back(throughput.bytes_per_s);
+        r.shard_ratio[c].push_back(throughput.bytes_per_s / floor.seq_bytes_per_s);
+        if (shard_counts[c] == 1) {
+          r.msgs.push_back(throughput.msgs_per_s);
+          r.bytes.push_back(throughput.bytes_per_s);
+          r.bw_ratio.push_back(throughput.bytes_per_s / floor.seq_bytes_per_s);
+        }
+      }
       if (!config.json) {
-        fmt::print(stderr,
-                   "run {} {}: durable p50 {:.1f} us (disk write+fdatasync p50 {:.1f} us, "
-                   "ratio {:.2f}); {:.0f} MB/s durable (disk best {:.0f} MB/s, ratio {:.2f})\n",
-                   run + 1, weft::journal_sync_name(modes[m]),
-                   static_cast<double>(latency.p50_ns) / 1e3,
-                   static_cast<double>(floor.sync_p50_ns) / 1e3, r.lat_ratio.back(),
-                   throughput.bytes_per_s / 1e6, floor.seq_bytes_per_s / 1e6, r.bw_ratio.back());
+        fmt::print(
+            stderr,
+            "run {} {}: durable p50 {:.1f} us (disk write+fdatasync p50 {:.1f} us, "
+            "ratio {:.2f}); {:.0f} MB/s durable (disk best {:.0f} MB/s, {}, ratio {:.2f})\n",
+            run + 1, weft::journal_sync_name(modes[m]), static_cast<double>(latency.p50_ns) / 1e3,
+            static_cast<double>(floor.sync_p50_ns) / 1e3, r.lat_ratio.back(), r.bytes.back() / 1e6,
+            floor.seq_bytes_per_s / 1e6, floor.seq_best, r.bw_ratio.back());
       }
     }
   }
+  std::filesystem::remove(floor_path);
   // The journal's mode for the headline figures: the faster (lower p50) of those measured.
   std::size_t best = 0;
   for (std::size_t m = 1; m < modes.size(); ++m) {
@@ -407,12 +574,18 @@ int run_durable(const DurableConfig& config) {
   out["kernel"] = host.release;
   out["recorder_idle"] = config.recorder_idle;
   out["producer_wait"] = config.producer_wait;
+  out["policy"] = config.policy;
   out["disk_sync_p50_ns"] = spread(sync_p50).median;
   out["disk_sync_p99_ns"] = spread(sync_p99).median;
   out["disk_seq_bytes_per_s"] = spread(seq_bw).median;
   out["disk_seq_best"] = seq_best;
   out["disk_sync_p50_ns_spread"] = spread_json(spread(sync_p50));
   out["disk_seq_bytes_per_s_spread"] = spread_json(spread(seq_bw));
+  nlohmann::json ways_json = nlohmann::json::array();
+  for (const auto& [name, rates] : seq_ways) {
+    ways_json.push_back({{"way", name}, {"bytes_per_s", spread_json(spread(rates))}});
+  }
+  out["disk_seq_ways"] = ways_json;
   out["sync_mode"] = weft::journal_sync_name(modes[best]);
   const ModeRuns& b = per_mode[best];
   out["durable_p50_ns"] = spread(b.p50).median;
@@ -425,6 +598,12 @@ int run_durable(const DurableConfig& config) {
   nlohmann::json modes_json = nlohmann::json::array();
   for (std::size_t m = 0; m < modes.size(); ++m) {
     const ModeRuns& r = per_mode[m];
+    nlohmann::json shards_json = nlohmann::json::array();
+    for (std::size_t c = 0; c < shard_counts.size(); ++c) {
+      shards_json.push_back({{"shards", shard_counts[c]},
+                             {"bytes_per_s", spread_json(spread(r.shard_bytes[c]))},
+                             {"bandwidth_ratio", spread_json(spread(r.shard_ratio[c]))}});
+    }
     modes_json.push_back({{"sync_mode", weft::journal_sync_name(modes[m])},
                           {"durable_p50_ns", spread_json(spread(r.p50))},
                           {"durable_p99_ns", spread_json(spread(r.p99))},
@@ -432,30 +611,39 @@ int run_durable(const DurableConfig& config) {
                           {"msgs_per_s", spread_json(spread(r.msgs))},
                           {"bytes_per_s", spread_json(spread(r.bytes))},
                           {"latency_ratio", spread_json(spread(r.lat_ratio))},
-                          {"bandwidth_ratio", spread_json(spread(r.bw_ratio))}});
+                          {"bandwidth_ratio", spread_json(spread(r.bw_ratio))},
+                          {"shards", shards_json}});
   }
   out["modes"] = modes_json;
   if (config.json) {
     fmt::print("{}\n", out.dump(2));
     return 0;
   }
-  fmt::print("shmem-bench durable: {} B records, journal in {}, {} runs (median [min..max])\n",
-             config.size_bytes, config.dir, config.runs);
+  fmt::print(
+      "shmem-bench durable: {} B records, journal in {}, policy {}, {} runs (median "
+      "[min..max])\n",
+      config.size_bytes, config.dir, config.policy, config.runs);
   const auto range = [](const std::vector<double>& v, double scale) {
     const Spread s = spread(v);
     return fmt::format("{:.1f} [{:.1f}..{:.1f}]", s.median / scale, s.min / scale, s.max / scale);
   };
-  fmt::print(
-      "  disk floor: 4 KiB write+fdatasync p50 {} us, p99 {} us; best sequential {} MB/s "
-      "({})\n",
-      range(sync_p50, 1e3), range(sync_p99, 1e3), range(seq_bw, 1e6), seq_best);
+  fmt::print("  disk floor: 4 KiB write+fdatasync p50 {} us, p99 {} us\n", range(sync_p50, 1e3),
+             range(sync_p99, 1e3));
+  fmt::print("              best sequential {} MB/s over {:.1f} s; by way of writing:\n",
+             range(seq_bw, 1e6), config.throughput_s);
+  for (const auto& [name, rates] : seq_ways) {
+    fmt::print("                {:<30} {} MB/s\n", name, range(rates, 1e6));
+  }
   for (std::size_t m = 0; m < modes.size(); ++m) {
     const ModeRuns& r = per_mode[m];
     fmt::print("  {:<18} durable p50 {} us  p99 {} us  p99.9 {} us   ratio to disk p50 {}\n",
                weft::journal_sync_name(modes[m]), range(r.p50, 1e3), range(r.p99, 1e3),
                range(r.p999, 1e3), range(r.lat_ratio, 1));
-    fmt::print("  {:<18} saturating: {} MB/s, {} kmsg/s   ratio to disk best {}\n", "",
-               range(r.bytes, 1e6), range(r.msgs, 1e3), range(r.bw_ratio, 1));
+    for (std::size_t c = 0; c < shard_counts.size(); ++c) {
+      fmt::print("  {:<18} saturating, {} shard{}: {} MB/s   ratio to disk best {}\n", "",
+                 shard_counts[c], shard_counts[c] == 1 ? "" : "s", range(r.shard_bytes[c], 1e6),
+                 range(r.shard_ratio[c], 1));
+    }
   }
   fmt::print(
       "  bars: durable p50 <= 1.15 x disk p50 ({}: {:.2f}); durable bytes/s >= 0.8 x disk "

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -19,6 +20,8 @@ struct DurableConfig {
   std::string sync = "both";             // fdatasync, direct or both.
   std::string recorder_idle = "spin";    // spin (spin-yield) or sleep.
   std::string producer_wait = "spin";    // spin or sleep (wait_durable).
+  std::string policy = "natural";        // The recorders' flush policy (see policy_spec.hpp).
+  std::vector<unsigned> shards;          // Shard counts of the saturating phase; empty: 1.
   bool json = false;
 };
 

@@ -1,0 +1,117 @@
+#include "policy_spec.hpp"
+
+#include <chrono>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "errors.hpp"
+#include "weft/adaptive_policy.hpp"
+
+namespace shmem_bench {
+namespace {
+
+// "64KiB", "16K", "1M", "4096" -> bytes.
+std::optional<std::uint64_t> parse_bytes(std::string t) {
+  std::uint64_t scale = 1;
+  for (const auto& [suffix, s] : {std::pair<const char*, std::uint64_t>{"KiB", 1024},
+                                  {"MiB", 1 << 20},
+                                  {"K", 1024},
+                                  {"M", 1 << 20}}) {
+    const std::string sfx = suffix;
+    if (t.size() > sfx.size() && t.compare(t.size() - sfx.size(), sfx.size(), sfx) == 0) {
+      scale = s;
+      t.resize(t.size() - sfx.size());
+      break;
+    }
+  }
+  if (t.empty() || t.find_first_not_of("0123456789") != std::string::npos || t.size() > 12) {
+    return std::nullopt;
+  }
+  return std::stoull(t) * scale;
+}
+
+// "200us", "1ms", "0us" -> ns.
+std::optional<std::int64_t> parse_delay(std::string t) {
+  std::int64_t scale = 0;
+  for (const auto& [suffix, s] :
+       {std::pair<const char*, std::int64_t>{"ns", 1}, {"us", 1'000}, {"ms", 1'000'000}}) {
+    const std::string sfx = suffix;
+    if (t.size() > sfx.size() && t.compare(t.size() - sfx.size(), sfx.size(), sfx) == 0) {
+      scale = s;
+      t.resize(t.size() - sfx.size());
+      break;
+    }
+  }
+  if (scale == 0 || t.empty() || t.find_first_not_of("0123456789") != std::string::npos ||
+      t.size() > 9) {
+    return std::nullopt;
+  }
+  return std::stoll(t) * scale;
+}
+
+}  // namespace
+
+PolicySpec parse_policy(const std::string& name, const std::string& flag) {
+  PolicySpec spec;
+  spec.name = name;
+  if (name == "adaptive") {
+    spec.adaptive = true;
+    return spec;
+  }
+  if (name == "natural") {
+    spec.natural = true;
+    return spec;
+  }
+  if (name == "every") {
+    spec.fixed = true;
+    return spec;
+  }
+  const auto bad = [&] {
+    return UsageError(fmt::format(
+        "{} '{}': expected adaptive, natural, every or fixed-<bytes>-<delay>[-x<n>], as in "
+        "fixed-64KiB-1ms or fixed-256KiB-2ms-x4",
+        flag, name));
+  };
+  if (name.rfind("fixed-", 0) != 0) throw bad();
+  std::vector<std::string> parts;
+  std::size_t start = 6;
+  while (start <= name.size()) {
+    const std::size_t dash = std::min(name.find('-', start), name.size());
+    parts.push_back(name.substr(start, dash - start));
+    start = dash + 1;
+  }
+  if (parts.size() < 2 || parts.size() > 3) throw bad();
+  const auto bytes = parse_bytes(parts[0]);
+  const auto delay = parse_delay(parts[1]);
+  if (!bytes || !delay || *bytes == 0) throw bad();
+  spec.fixed = true;
+  spec.bytes = *bytes;
+  spec.delay_ns = *delay;
+  if (parts.size() == 3) {
+    if (parts[2].size() < 2 || parts[2][0] != 'x' ||
+        parts[2].find_first_not_of("0123456789", 1) != std::string::npos || parts[2].size() > 3) {
+      throw bad();
+    }
+    spec.in_flight = static_cast<std::uint32_t>(std::stoul(parts[2].substr(1)));
+    if (spec.in_flight == 0) throw bad();
+  }
+  return spec;
+}
+
+std::unique_ptr<weft::FlushPolicy> make_policy(const PolicySpec& spec, double target_ms) {
+  if (spec.adaptive) {
+    weft::AdaptiveFlushOptions options;
+    options.latency_target_p99 =
+        std::chrono::nanoseconds(static_cast<std::int64_t>(target_ms * 1e6));
+    return weft::make_adaptive_flush(options);
+  }
+  if (spec.natural) return weft::make_natural_flush();
+  if (spec.bytes == 0) return weft::make_flush_every_record();
+  return weft::make_fixed_flush(spec.bytes, std::chrono::nanoseconds(spec.delay_ns),
+                                spec.in_flight);
+}
+
+}  // namespace shmem_bench

@@ -1,0 +1,29 @@
+// Flush policies named on the command line: adaptive | natural | every |
+// fixed-<bytes>-<delay>[-x<in flight>], as in fixed-64KiB-1ms or fixed-256KiB-2ms-x4.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "weft/flush_policy.hpp"
+
+namespace shmem_bench {
+
+struct PolicySpec {
+  std::string name;  // As given, and as reported.
+  bool fixed = false;
+  bool adaptive = false;
+  bool natural = false;
+  std::uint64_t bytes = 0;
+  std::int64_t delay_ns = 0;
+  std::uint32_t in_flight = 1;
+};
+
+// Parses a policy name; a bad one throws UsageError naming `flag` and the accepted forms.
+PolicySpec parse_policy(const std::string& name, const std::string& flag);
+
+// The policy `spec` names; the adaptive one gets a commit-to-durable p99 target of `target_ms`.
+std::unique_ptr<weft::FlushPolicy> make_policy(const PolicySpec& spec, double target_ms);
+
+}  // namespace shmem_bench
