@@ -559,11 +559,9 @@ int run_durable(const DurableConfig& config) {
     }
   }
   std::filesystem::remove(floor_path);
-  // The journal's mode for the headline figures: the faster (lower p50) of those measured.
-  std::size_t best = 0;
-  for (std::size_t m = 1; m < modes.size(); ++m) {
-    if (spread(per_mode[m].p50).median < spread(per_mode[best].p50).median) best = m;
-  }
+  // The headline figures are the journal's default mode's (JournalSync::kAuto on a disk:
+  // write+fdatasync) when it was measured; every mode's are in "modes".
+  const std::size_t best = 0;
   utsname host{};
   uname(&host);
   nlohmann::json out;
@@ -645,10 +643,15 @@ int run_durable(const DurableConfig& config) {
                  range(r.shard_ratio[c], 1));
     }
   }
-  fmt::print(
-      "  bars: durable p50 <= 1.15 x disk p50 ({}: {:.2f}); durable bytes/s >= 0.8 x disk "
-      "best ({:.2f})\n",
-      weft::journal_sync_name(modes[best]), spread(b.lat_ratio).median, spread(b.bw_ratio).median);
+  for (std::size_t m = 0; m < modes.size(); ++m) {
+    const double latency = spread(per_mode[m].lat_ratio).median;
+    const double bandwidth = spread(per_mode[m].bw_ratio).median;
+    fmt::print(
+        "  bars, {:<16}: durable p50 <= 1.15 x disk p50: {:.2f} ({}); durable bytes/s >= 0.8 x "
+        "disk best: {:.2f} ({})\n",
+        weft::journal_sync_name(modes[m]), latency, latency <= 1.15 ? "met" : "NOT met", bandwidth,
+        bandwidth >= 0.8 ? "met" : "NOT met");
+  }
   return 0;
 }
 
