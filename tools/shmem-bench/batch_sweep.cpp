@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -39,8 +40,10 @@ constexpr double kP99Slack = 1.1;     // The bar: adaptive p99 <= 1.1 x the best
 constexpr double kThroughput = 0.95;  // The bar: at saturation, >= 0.95 x the best fixed one's.
 // Sends at most this many due records before reaping completions again.
 constexpr int kSendBurstMax = 64;
-// A gap to the next send longer than this is slept (or waited on the journal), not spun.
+// --sender sleep: a gap to the next send longer than this is slept (or waited on the journal).
 constexpr std::int64_t kSleepGapNs = 50'000;
+// --sender spin: polls of the journal between yields of the CPU (a few microseconds).
+constexpr std::uint64_t kPollsPerYield = 32;
 // How long the journal may take to make the last records durable after the load ends.
 constexpr std::int64_t kDrainLimitNs = 20'000'000'000;
 
@@ -95,21 +98,6 @@ class Random {
   std::uint64_t state_;
 };
 
-// The journal prepares a spare segment (written with zeros, then synced) in the background after
-// it opens. Measuring while that runs would charge its writeback to the first policy's flushes:
-// wait until the spare is there (renamed from *.tmp once synced), for 30 s at most.
-void wait_for_spare(const std::string& dir) {
-  const std::int64_t give_up_ns = now_ns() + 30'000'000'000;
-  while (now_ns() < give_up_ns) {
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.size() > 6 && name.compare(name.size() - 6, 6, ".spare") == 0) return;
-    }
-    sleep_until(now_ns() + 5'000'000);
-  }
-}
-
 // The disk's floor right now: the p50 of kFloorSamples 4 KiB pwrite + fdatasync on a file
 // written ahead, the way the journal overwrites its pre-zeroed segments.
 constexpr int kFloorSamples = 40;
@@ -157,21 +145,26 @@ struct PointRun {
 std::string journal_error(const weft::Error& e) { return e.message(); }
 
 // One (policy, rate) point: a fresh journal, an open-loop load, the durable latencies.
-PointRun run_point(const PolicySpec& spec, double rate, const BatchSweepConfig& config,
-                   const std::string& dir, std::uint64_t seed) {
+PointRun run_point(const PolicySpec& spec, double rate, double duration_s,
+                   const BatchSweepConfig& config, const std::string& dir, std::uint64_t seed) {
   weft::JournalOptions options;
   options.policy = make_policy(spec, config.target_ms);
   options.sync = config.sync == "direct" ? weft::JournalSync::kDirectDsync
                                          : weft::JournalSync::kWriteFdatasync;
+  // Two spares ready before the load starts and retention that recycles every segment after the
+  // second: no spare is written with zeros while the policies are measured (at 300k records/s a
+  // segment fills every 0.7 s, and zeroing the next one beside the flushes would be measured as
+  // their latency).
+  options.spare_segments = 2;
+  options.retain_bytes = 2 * options.segment_bytes;
   auto opened = weft::Journal::open(dir, std::move(options));
   if (!opened) throw RunError(journal_error(opened.error()));
   weft::Journal journal = std::move(*opened);
-  wait_for_spare(dir);
 
-  const auto duration_ns = static_cast<std::int64_t>(config.duration_s * 1e9);
+  const auto duration_ns = static_cast<std::int64_t>(duration_s * 1e9);
   const auto warmup_ns = static_cast<std::int64_t>(config.warmup_s * 1e9);
   std::vector<std::byte> payload(config.size_bytes, std::byte{0x5a});
-  const auto expected = static_cast<std::size_t>(rate * config.duration_s * 1.2) + 1024;
+  const auto expected = static_cast<std::size_t>(rate * duration_s * 1.2) + 1024;
   std::vector<std::int64_t> intended;  // By sequence - first_sequence.
   intended.reserve(expected);
   const std::uint64_t first_sequence = journal.next_sequence();
@@ -201,6 +194,8 @@ PointRun run_point(const PolicySpec& spec, double rate, const BatchSweepConfig& 
     durable_seen = durable;
   };
 
+  const bool spin = config.sender == "spin";
+  std::uint64_t idle_polls = 0;
   sleep_until(start_ns);
   for (;;) {
     const std::int64_t now = now_ns();
@@ -217,7 +212,11 @@ PointRun run_point(const PolicySpec& spec, double rate, const BatchSweepConfig& 
     if (auto polled = journal.poll(); !polled) throw RunError(journal_error(polled.error()));
     collect();
     const auto gap_ns = static_cast<std::int64_t>(next_send) - now_ns();
-    if (gap_ns > kSleepGapNs) {
+    if (spin) {
+      // Poll until the next send, handing the CPU over for a moment now and then: the kernel
+      // threads that complete the flushes may be queued behind this one.
+      if (gap_ns > 0 && ++idle_polls % kPollsPerYield == 0) std::this_thread::yield();
+    } else if (gap_ns > kSleepGapNs) {
       // Block on the journal (a completion or the policy's recheck time wakes it), or sleep
       // when it has nothing in flight and nothing pending.
       const std::int64_t wake_ns = static_cast<std::int64_t>(next_send) - kSleepGapNs / 2;
@@ -334,7 +333,7 @@ CLI::App* add_batch_sweep_subcommand(CLI::App& app, BatchSweepConfig& config) {
                     "Directory for the journals, on the disk to measure (default /tmp)");
   sweep
       ->add_option("--rates", config.rates,
-                   "Offered records/s (default 300,1k,3k,10k,30k,100k,300k,1M,3M)")
+                   "Offered records/s (default 300,1k,3k,10k,30k,100k,300k,1M,3M,10M)")
       ->delimiter(',');
   sweep
       ->add_option("--policies", config.policies,
@@ -342,7 +341,12 @@ CLI::App* add_batch_sweep_subcommand(CLI::App& app, BatchSweepConfig& config) {
                    "adaptive,natural,every,fixed-16KiB-200us,fixed-64KiB-1ms,fixed-256KiB-2ms-x4)")
       ->delimiter(',');
   sweep->add_option("--duration", config.duration_s,
-                    "Seconds of offered load per point (default 1.5)");
+                    "Seconds of offered load per point (default 1.5), longer at low rates to "
+                    "measure --min-records");
+  sweep->add_option("--min-records", config.min_records,
+                    "Records measured per point at least (after the warm-up), so that a p99 is "
+                    "not one of a handful of samples: low rates run longer, up to "
+                    "10 x --duration (default 3000)");
   sweep->add_option("--warmup", config.warmup_s,
                     "Leading seconds of each point left out of the figures (default 0.3)");
   sweep->add_option("--size", config.size_bytes, "Payload bytes per record (default 256)");
@@ -352,6 +356,12 @@ CLI::App* add_batch_sweep_subcommand(CLI::App& app, BatchSweepConfig& config) {
   sweep->add_option("--sync", config.sync, "fdatasync (default) or direct")
       ->check(CLI::IsMember({"fdatasync", "direct"}));
   sweep->add_option("--seed", config.seed, "Seed of the arrival schedule (default 1)");
+  sweep
+      ->add_option("--sender", config.sender,
+                   "spin (default: the appending thread polls the journal until the next send, "
+                   "yielding now and then) or sleep (it blocks on the journal or sleeps; then a "
+                   "virtual CPU's wake-up latency is measured too)")
+      ->check(CLI::IsMember({"spin", "sleep"}));
   sweep->add_flag("--json", config.json, "Print a JSON array, one object per (policy, rate)");
   sweep->add_option("--plot", config.plot_dir, "Write SVG charts into this directory")
       ->type_name("DIR");
@@ -377,10 +387,10 @@ int run_batch_sweep(const BatchSweepConfig& config) {
         fmt::format("--target-ms {}: expected above 0, at most 60000", config.target_ms));
   }
   std::vector<double> rates;
-  for (const std::string& r :
-       config.rates.empty()
-           ? std::vector<std::string>{"300", "1k", "3k", "10k", "30k", "100k", "300k", "1M", "3M"}
-           : config.rates) {
+  for (const std::string& r : config.rates.empty()
+                                  ? std::vector<std::string>{"300", "1k", "3k", "10k", "30k",
+                                                             "100k", "300k", "1M", "3M", "10M"}
+                                  : config.rates) {
     rates.push_back(parse_rate(r));
   }
   std::sort(rates.begin(), rates.end());
@@ -397,6 +407,12 @@ int run_batch_sweep(const BatchSweepConfig& config) {
     throw UsageError(fmt::format("--rates {} x --duration {}: more than 2e8 records per point",
                                  rates.back(), config.duration_s));
   }
+  // Low rates run long enough for --min-records measured records, within 10 x --duration.
+  const auto point_seconds = [&](double rate) {
+    return std::min(10 * config.duration_s,
+                    std::max(config.duration_s,
+                             config.warmup_s + static_cast<double>(config.min_records) / rate));
+  };
   ScratchDir scratch(config.dir, "weft-batch-sweep");
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);  // Sleep to the microsecond, not 50 us late.
 
@@ -417,7 +433,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
         }
         // The same schedule for every policy at a rate within a run.
         results[p][r].push_back(
-            run_point(specs[p], rates[r], config, dir,
+            run_point(specs[p], rates[r], point_seconds(rates[r]), config, dir,
                       config.seed + static_cast<std::uint64_t>(run) * 1000 + r));
         std::error_code ignored;
         std::filesystem::remove_all(dir, ignored);
@@ -530,6 +546,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
             {"durable_p99_ns_min", pt.p99.min},
             {"durable_p99_ns_max", pt.p99.max},
             {"runs", config.runs},
+            {"duration_s", point_seconds(pt.offered)},
             {"record_bytes", config.size_bytes},
             {"sync", config.sync},
             {"flushes", pt.flushes},
@@ -560,10 +577,12 @@ int run_batch_sweep(const BatchSweepConfig& config) {
     std::printf("%s\n", out.dump(2).c_str());
   } else {
     std::printf(
-        "batch-sweep: %s, %llu-byte records, %s, %d run(s) of %.1f s per point (first "
-        "%.1f s left out); medians [min-max]\n",
+        "batch-sweep: %s, %llu-byte records, %s, %d run(s) of %.1f s per point (%.1f s at "
+        "%s/s, for %llu records; first %.1f s left out), sender %s; medians [min-max]\n",
         config.dir.c_str(), static_cast<unsigned long long>(config.size_bytes), config.sync.c_str(),
-        config.runs, config.duration_s, config.warmup_s);
+        config.runs, config.duration_s, point_seconds(rates.front()),
+        rate_text(rates.front()).c_str(), static_cast<unsigned long long>(config.min_records),
+        config.warmup_s, config.sender.c_str());
     std::printf("%-22s %10s %22s %24s %26s\n", "policy", "offered/s", "achieved/s", "durable p50",
                 "durable p99");
     for (std::size_t r = 0; r < rates.size(); ++r) {

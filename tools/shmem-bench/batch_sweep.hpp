@@ -29,11 +29,13 @@ struct BatchSweepConfig {
   std::vector<std::string> policies;  // Empty: adaptive, natural, every and three fixed ones.
   double duration_s = 1.5;            // Seconds of offered load per point.
   double warmup_s = 0.3;              // Leading seconds left out of the figures.
+  std::uint64_t min_records = 3000;   // Measured records per point at least (low rates run longer).
   std::uint64_t size_bytes = 256;     // Payload bytes per record.
   int runs = 3;
   double target_ms = 2.0;  // The adaptive policy's commit-to-durable p99 target.
   std::string sync = "fdatasync";
   std::uint64_t seed = 1;
+  std::string sender = "spin";  // How the appending thread waits for the next send: spin or sleep.
   bool json = false;
   std::string plot_dir;
 };
