@@ -41,6 +41,8 @@ constexpr std::uint64_t kSyncSamples = 1000;
 constexpr std::uint64_t kSegmentBytes = std::uint64_t{64} << 20;
 // Leading part of every saturating phase (the journal's and the floor's) left out of the rate.
 constexpr std::int64_t kWarmupNs = 200'000'000;
+// How long a saturating phase waits for a flush to become durable before it calls the disk stalled.
+constexpr std::int64_t kStallLimitNs = 60'000'000'000;
 
 std::int64_t now_ns() {
   timespec ts{};
@@ -139,8 +141,10 @@ class Spinner {
 // One way of writing sequentially and durably, as fio would: `chunk`-byte writes at increasing
 // offsets (wrapping at the file's end), `depth` of them in flight through io_uring, each durable on
 // completion (O_DIRECT|O_DSYNC), or, with `direct` false, pwrite + fdatasync one at a time. Runs
-// for `seconds`; the rate counts the bytes completed after the first kWarmupNs, as the journal's
-// saturating phase does.
+// for `seconds`. As in the journal's saturating phase, the rate is measured from one completion to
+// another: the window opens at the first completion after kWarmupNs (its bytes were written
+// before, so they are not counted) and closes at the last one, at least half as long as planned
+// however slow the disk (kStallLimitNs beyond the end without that is an error).
 double sequential_rate(const std::string& path, bool direct, std::uint64_t chunk, unsigned depth,
                        double seconds) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (direct ? O_DIRECT | O_DSYNC : 0));
@@ -155,6 +159,7 @@ double sequential_rate(const std::string& path, bool direct, std::uint64_t chunk
   std::uint64_t offset = 0;
   std::uint64_t counted = 0;
   std::int64_t counted_from = 0;
+  std::int64_t counted_to = 0;
   const auto next_offset = [&] {
     const std::uint64_t at = offset;
     offset = offset + chunk + chunk > kFloorFileBytes ? 0 : offset + chunk;
@@ -163,12 +168,29 @@ double sequential_rate(const std::string& path, bool direct, std::uint64_t chunk
   const auto count = [&](std::uint64_t bytes) {
     const std::int64_t now = now_ns();
     if (now < from) return;
-    if (counted_from == 0) counted_from = now;
+    if (counted_from == 0) {
+      counted_from = now;
+      return;
+    }
     counted += bytes;
+    counted_to = now;
   };
+  // Whether to start another write: until the end, and on until the window spans at least half
+  // the planned one (a slow disk completes its writes in bursts far apart).
   std::string failure;
+  const std::int64_t min_window = (end - from) / 2;
+  const auto more = [&] {
+    const std::int64_t now = now_ns();
+    if (now < end) return true;
+    if (counted != 0 && counted_to - counted_from >= min_window) return false;
+    if (now - end > kStallLimitNs) {
+      failure = fmt::format("no write completed in {} s", kStallLimitNs / 1'000'000'000);
+      return false;
+    }
+    return true;
+  };
   if (!direct) {
-    while (now_ns() < end && failure.empty()) {
+    while (failure.empty() && more()) {
       if (pwrite(fd, buffer, chunk, static_cast<off_t>(next_offset())) !=
               static_cast<ssize_t>(chunk) ||
           fdatasync(fd) != 0) {
@@ -185,8 +207,8 @@ double sequential_rate(const std::string& path, bool direct, std::uint64_t chunk
     }
     unsigned in_flight = 0;
     for (;;) {
-      const bool more = now_ns() < end && failure.empty();
-      while (more && in_flight < depth) {
+      const bool again = failure.empty() && more();
+      while (again && in_flight < depth) {
         io_uring_sqe* sqe = io_uring_get_sqe(&ring);
         io_uring_prep_write(sqe, fd, buffer, static_cast<unsigned>(chunk), next_offset());
         ++in_flight;
@@ -209,15 +231,13 @@ double sequential_rate(const std::string& path, bool direct, std::uint64_t chunk
     }
     io_uring_queue_exit(&ring);
   }
-  const std::int64_t stop = now_ns();
   free(buffer);
   close(fd);
   if (!failure.empty()) {
     throw RunError(fmt::format("{}: sequential {} write: {}", path,
                                direct ? "O_DIRECT|O_DSYNC" : "write+fdatasync", failure));
   }
-  if (counted_from == 0 || stop <= counted_from) return 0;
-  return static_cast<double>(counted) * 1e9 / static_cast<double>(stop - counted_from);
+  return static_cast<double>(counted) * 1e9 / static_cast<double>(counted_to - counted_from);
 }
 
 // The disk's floor, on `path` (a prepared file): 4 KiB pwrite + fdatasync at queue depth 1, and
@@ -367,6 +387,8 @@ Phase measure_throughput(const DurableConfig& config, const std::string& shm_dir
     std::optional<weft::SpscProducer> producer;
     std::optional<weft::Recorder> recorder;
     weft::Result<void> result;
+    // Set after result is written (release), read with acquire: the recorder stopped early.
+    std::atomic<bool> finished{false};
     std::uint64_t start_position = 0;
     std::uint64_t end_position = 0;
   };
@@ -391,7 +413,10 @@ Phase measure_throughput(const DurableConfig& config, const std::string& shm_dir
   std::atomic<bool> stop_recorders{false};
   std::vector<std::thread> threads;
   for (Shard& shard : all) {
-    threads.emplace_back([&] { shard.result = shard.recorder->run(stop_recorders); });
+    threads.emplace_back([&] {
+      shard.result = shard.recorder->run(stop_recorders);
+      shard.finished.store(true, std::memory_order_release);  // Pairs with the acquire below.
+    });
     threads.emplace_back([&] {
       std::vector<std::byte> payload(config.size_bytes, std::byte{0x42});
       // Relaxed: a stop request; the producer sees it within one wait.
@@ -402,28 +427,61 @@ Phase measure_throughput(const DurableConfig& config, const std::string& shm_dir
       }
     });
   }
+  // The window opens after the warm-up, once every shard has made a flush durable (a slow disk
+  // takes longer than the warm-up to complete the first flushes in flight), lasts the rest of the
+  // phase, and closes only once every shard has made another flush durable, so that a rate is
+  // never a window that fell between two completions. A disk that completes nothing for
+  // kStallLimitNs is an error, not a zero.
   const std::int64_t start = now_ns();
-  const auto sleep_until = [](std::int64_t deadline) {
-    while (now_ns() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const std::int64_t window_ns = static_cast<std::int64_t>(config.throughput_s * 1e9) - kWarmupNs;
+  std::string stalled;
+  const auto wait_for_every_shard = [&](std::int64_t not_before, auto&& moved, const char* what) {
+    const std::int64_t limit = std::max(now_ns(), not_before) + kStallLimitNs;
+    for (;;) {
+      const std::int64_t now = now_ns();
+      unsigned waiting = shards;
+      for (unsigned i = 0; i < shards; ++i) {
+        // Acquire: pairs with the release after result is written; the error is reported below.
+        if (all[i].finished.load(std::memory_order_acquire)) return;
+        if (moved(all[i], weft::durable_position(all[i].producer->channel()))) --waiting;
+      }
+      if (now >= not_before && waiting == 0) return;
+      if (now >= limit) {
+        stalled = fmt::format("{} of {} shard(s) made no flush durable in {} s {}", waiting, shards,
+                              kStallLimitNs / 1'000'000'000, what);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   };
-  sleep_until(start + kWarmupNs);
+  wait_for_every_shard(
+      start + kWarmupNs, [](const Shard&, std::uint64_t position) { return position > 0; },
+      "after the start");
   const std::int64_t window_start = now_ns();
   for (Shard& shard : all) {
     shard.start_position = weft::durable_position(shard.producer->channel());
   }
-  sleep_until(start + static_cast<std::int64_t>(config.throughput_s * 1e9));
+  if (stalled.empty()) {
+    wait_for_every_shard(
+        window_start + window_ns,
+        [](const Shard& shard, std::uint64_t position) { return position > shard.start_position; },
+        "in the measured window");
+  }
   const std::int64_t window_end = now_ns();
   for (Shard& shard : all) shard.end_position = weft::durable_position(shard.producer->channel());
   stop_producers.store(true, std::memory_order_relaxed);  // Relaxed: a request.
   stop_recorders.store(true, std::memory_order_relaxed);  // Relaxed: a request.
   for (std::thread& thread : threads) thread.join();
+  for (const Shard& shard : all) {
+    if (!shard.result) throw RunError(shard.result.error().message());
+  }
+  if (!stalled.empty()) throw RunError(fmt::format("the disk stalled: {}", stalled));
   Phase phase;
   const std::uint64_t record_span = (8 + config.size_bytes + 7) / 8 * 8;
   const double seconds = static_cast<double>(window_end - window_start) / 1e9;
   std::uint64_t records = 0;
   for (unsigned i = 0; i < shards; ++i) {
     Shard& shard = all[i];
-    if (!shard.result) throw RunError(shard.result.error().message());
     records += (shard.end_position - shard.start_position) / record_span;
     phase.flushes += shard.recorder->stats().journal.flushes;
     shard.recorder.reset();
