@@ -82,10 +82,11 @@ TEST(ShmemBenchDurable, AnyPolicyCanDriveTheRecorders) {
 
 TEST(ShmemBenchBatchSweep, JsonHasOneObjectPerPolicyAndRate) {
   DiskDir disk;
-  const std::vector<std::string> policies = {"adaptive", "natural", "every", "fixed-16KiB-200us"};
+  const std::vector<std::string> policies = {"adaptive", "adaptive-x1", "natural", "every",
+                                             "fixed-16KiB-200us"};
   const json out = parse(
       shmem_bench({"batch-sweep", "--json", "--dir", disk.path(), "--rates", "1k,5k", "--policies",
-                   "adaptive,natural,every,"
+                   "adaptive,adaptive-x1,natural,every,"
                    "fixed-16KiB-200us",
                    "--duration", "0.4", "--warmup", "0.1", "--runs", "1"}));
   ASSERT_TRUE(out.is_array());
@@ -112,6 +113,9 @@ TEST(ShmemBench, BadFlagsAreUsageErrorsThatNameTheFlag) {
       {{"durable", "--sync", "maybe"}, "--sync"},
       {{"durable", "--duration", "0.1"}, "--duration"},
       {{"batch-sweep", "--policies", "fixed-64KiB"}, "--policies"},
+      {{"batch-sweep", "--policies", "adaptive-x0"}, "--policies"},
+      {{"batch-sweep", "--policies", "adaptive-x65"}, "--policies"},
+      {{"durable", "--policy", "adaptive-2"}, "--policy"},
       {{"batch-sweep", "--rates", "-5"}, "--rates"},
   };
   for (const auto& [args, flag] : cases) {

@@ -517,9 +517,10 @@ CLI::App* add_durable_subcommand(CLI::App& app, DurableConfig& config) {
       ->check(CLI::IsMember({"sleep", "spin"}));
   durable->add_option("--producer-wait", config.producer_wait, "spin (default) or sleep")
       ->check(CLI::IsMember({"spin", "sleep"}));
-  durable->add_option("--policy", config.policy,
-                      "The recorders' flush policy: natural (default), adaptive, every or "
-                      "fixed-<bytes>-<delay>[-x<in flight>]");
+  durable->add_option(
+      "--policy", config.policy,
+      "The recorders' flush policy: natural (default), adaptive[-x<in flight>], every or "
+      "fixed-<bytes>-<delay>[-x<in flight>]");
   durable
       ->add_option("--shards", config.shards,
                    "Shard counts for the saturating phase: N channel -> recorder -> journal "

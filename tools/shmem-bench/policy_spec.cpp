@@ -59,6 +59,7 @@ PolicySpec parse_policy(const std::string& name, const std::string& flag) {
   spec.name = name;
   if (name == "adaptive") {
     spec.adaptive = true;
+    spec.in_flight = 0;  // The policy's own limit.
     return spec;
   }
   if (name == "natural") {
@@ -71,10 +72,26 @@ PolicySpec parse_policy(const std::string& name, const std::string& flag) {
   }
   const auto bad = [&] {
     return UsageError(fmt::format(
-        "{} '{}': expected adaptive, natural, every or fixed-<bytes>-<delay>[-x<n>], as in "
-        "fixed-64KiB-1ms or fixed-256KiB-2ms-x4",
+        "{} '{}': expected adaptive[-x<n>], natural, every or fixed-<bytes>-<delay>[-x<n>], as "
+        "in adaptive-x1, fixed-64KiB-1ms or fixed-256KiB-2ms-x4 (n: flushes in flight at most, "
+        "1 to 64)",
         flag, name));
   };
+  // "x<n>": at most n flushes in flight, 1..64.
+  const auto in_flight = [&](const std::string& part) {
+    if (part.size() < 2 || part[0] != 'x' ||
+        part.find_first_not_of("0123456789", 1) != std::string::npos || part.size() > 3) {
+      throw bad();
+    }
+    const auto n = static_cast<std::uint32_t>(std::stoul(part.substr(1)));
+    if (n == 0 || n > 64) throw bad();
+    return n;
+  };
+  if (name.rfind("adaptive-", 0) == 0) {
+    spec.adaptive = true;
+    spec.in_flight = in_flight(name.substr(9));
+    return spec;
+  }
   if (name.rfind("fixed-", 0) != 0) throw bad();
   std::vector<std::string> parts;
   std::size_t start = 6;
@@ -90,14 +107,7 @@ PolicySpec parse_policy(const std::string& name, const std::string& flag) {
   spec.fixed = true;
   spec.bytes = *bytes;
   spec.delay_ns = *delay;
-  if (parts.size() == 3) {
-    if (parts[2].size() < 2 || parts[2][0] != 'x' ||
-        parts[2].find_first_not_of("0123456789", 1) != std::string::npos || parts[2].size() > 3) {
-      throw bad();
-    }
-    spec.in_flight = static_cast<std::uint32_t>(std::stoul(parts[2].substr(1)));
-    if (spec.in_flight == 0) throw bad();
-  }
+  if (parts.size() == 3) spec.in_flight = in_flight(parts[2]);
   return spec;
 }
 
@@ -106,6 +116,7 @@ std::unique_ptr<weft::FlushPolicy> make_policy(const PolicySpec& spec, double ta
     weft::AdaptiveFlushOptions options;
     options.latency_target_p99 =
         std::chrono::nanoseconds(static_cast<std::int64_t>(target_ms * 1e6));
+    if (spec.in_flight != 0) options.max_in_flight_limit = spec.in_flight;
     return weft::make_adaptive_flush(options);
   }
   if (spec.natural) return weft::make_natural_flush();

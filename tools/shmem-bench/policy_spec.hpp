@@ -1,5 +1,5 @@
-// Flush policies named on the command line: adaptive | natural | every |
-// fixed-<bytes>-<delay>[-x<in flight>], as in fixed-64KiB-1ms or fixed-256KiB-2ms-x4.
+// Flush policies named on the command line: adaptive[-x<in flight>] | natural | every |
+// fixed-<bytes>-<delay>[-x<in flight>], as in adaptive-x1, fixed-64KiB-1ms or fixed-256KiB-2ms-x4.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +17,7 @@ struct PolicySpec {
   bool natural = false;
   std::uint64_t bytes = 0;
   std::int64_t delay_ns = 0;
-  std::uint32_t in_flight = 1;
+  std::uint32_t in_flight = 1;  // Adaptive: its max_in_flight_limit (0: the policy's default).
 };
 
 // Parses a policy name; a bad one throws UsageError naming `flag` and the accepted forms.
