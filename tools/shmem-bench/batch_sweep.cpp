@@ -106,7 +106,7 @@ constexpr std::uint64_t kFloorFileBytes = std::uint64_t{1} << 20;
 double measure_floor_ns(const std::string& dir) {
   const std::string path = dir + "/floor.dat";
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) throw RunError(fmt::format("{}: {}", path, std::strerror(errno)));
+  if (fd < 0) throw RunError(fmt::format("{}: {}", path, errno_text(errno)));
   std::vector<char> block(4096, 'f');
   std::vector<double> samples;
   bool ok = true;
@@ -127,7 +127,7 @@ double measure_floor_ns(const std::string& dir) {
   }
   const int err = errno;
   ::close(fd);
-  if (!ok) throw RunError(fmt::format("{}: write + fdatasync: {}", path, std::strerror(err)));
+  if (!ok) throw RunError(fmt::format("{}: write + fdatasync: {}", path, errno_text(err)));
   std::sort(samples.begin(), samples.end());
   return samples[samples.size() / 2];
 }
@@ -316,7 +316,7 @@ void write_file(const std::string& dir, const std::string& name, const std::stri
   }
   const std::string path = (std::filesystem::path(dir) / name).string();
   std::FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) throw RunError(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+  if (f == nullptr) throw RunError(fmt::format("cannot write {}: {}", path, errno_text(errno)));
   const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
   if (std::fclose(f) != 0 || !ok) throw RunError(fmt::format("writing {} failed", path));
   written->push_back(path);
@@ -444,6 +444,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
   if (!config.json) std::fprintf(stderr, "\r%70s\r", "");
 
   std::vector<Spread> floors;
+  floors.reserve(floor_runs.size());
   for (const auto& f : floor_runs) floors.push_back(spread_of(f));
   std::vector<Point> points;
   for (std::size_t p = 0; p < specs.size(); ++p) {

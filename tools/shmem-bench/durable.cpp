@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <liburing.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -10,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -53,7 +53,8 @@ std::int64_t now_ns() {
 std::int64_t percentile(std::vector<std::int64_t> values, double p) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
-  const auto index = static_cast<std::size_t>(p * static_cast<double>(values.size() - 1) + 0.5);
+  const auto index =
+      static_cast<std::size_t>(std::llround(p * static_cast<double>(values.size() - 1)));
   return values[std::min(index, values.size() - 1)];
 }
 
@@ -88,18 +89,18 @@ void* aligned_buffer(std::size_t bytes, unsigned char fill) {
 int prepared_file(const std::string& path, std::uint64_t bytes, int extra_flags) {
   {
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) throw RunError(fmt::format("{}: {}", path, std::strerror(errno)));
+    if (fd < 0) throw RunError(fmt::format("{}: {}", path, errno_text(errno)));
     std::vector<char> zeros(std::size_t{1} << 20);
     for (std::uint64_t offset = 0; offset < bytes; offset += zeros.size()) {
       if (pwrite(fd, zeros.data(), zeros.size(), static_cast<off_t>(offset)) < 0) {
-        throw RunError(fmt::format("{}: write: {}", path, std::strerror(errno)));
+        throw RunError(fmt::format("{}: write: {}", path, errno_text(errno)));
       }
     }
     fdatasync(fd);
     close(fd);
   }
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | extra_flags);
-  if (fd < 0) throw RunError(fmt::format("{}: {}", path, std::strerror(errno)));
+  if (fd < 0) throw RunError(fmt::format("{}: {}", path, errno_text(errno)));
   return fd;
 }
 
@@ -150,7 +151,7 @@ double sequential_rate(const std::string& path, bool direct, std::uint64_t chunk
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (direct ? O_DIRECT | O_DSYNC : 0));
   if (fd < 0) {
     throw RunError(
-        fmt::format("{}: open{}: {}", path, direct ? " with O_DIRECT" : "", std::strerror(errno)));
+        fmt::format("{}: open{}: {}", path, direct ? " with O_DIRECT" : "", errno_text(errno)));
   }
   void* buffer = aligned_buffer(chunk, 0xcd);
   const std::int64_t start = now_ns();
@@ -194,7 +195,7 @@ double sequential_rate(const std::string& path, bool direct, std::uint64_t chunk
       if (pwrite(fd, buffer, chunk, static_cast<off_t>(next_offset())) !=
               static_cast<ssize_t>(chunk) ||
           fdatasync(fd) != 0) {
-        failure = std::strerror(errno);
+        failure = errno_text(errno);
       }
       count(chunk);
     }
@@ -203,7 +204,7 @@ double sequential_rate(const std::string& path, bool direct, std::uint64_t chunk
     if (const int rc = io_uring_queue_init(depth, &ring, 0); rc < 0) {
       free(buffer);
       close(fd);
-      throw RunError(fmt::format("io_uring_queue_init: {}", std::strerror(-rc)));
+      throw RunError(fmt::format("io_uring_queue_init: {}", errno_text(-rc)));
     }
     unsigned in_flight = 0;
     for (;;) {
@@ -218,11 +219,11 @@ double sequential_rate(const std::string& path, bool direct, std::uint64_t chunk
       io_uring_cqe* cqe = nullptr;
       if (const int rc = io_uring_wait_cqe(&ring, &cqe); rc < 0) {
         if (rc == -EINTR) continue;
-        failure = std::strerror(-rc);
+        failure = errno_text(-rc);
         break;
       }
       if (cqe->res != static_cast<int>(chunk)) {
-        failure = cqe->res < 0 ? std::strerror(-cqe->res) : "short write";
+        failure = cqe->res < 0 ? errno_text(-cqe->res) : "short write";
       } else {
         count(chunk);
       }
@@ -249,14 +250,14 @@ Floor measure_floor(const std::string& path, bool spin, double seconds) {
   if (spin) spinner.emplace();
   {
     const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) throw RunError(fmt::format("{}: {}", path, std::strerror(errno)));
+    if (fd < 0) throw RunError(fmt::format("{}: {}", path, errno_text(errno)));
     void* block = aligned_buffer(4096, 0xab);
     std::vector<std::int64_t> samples;
     for (std::uint64_t i = 0; i < kSyncSamples; ++i) {
       const std::int64_t start = now_ns();
       if (pwrite(fd, block, 4096, static_cast<off_t>((i * 4096) % kSyncRegionBytes)) != 4096 ||
           fdatasync(fd) != 0) {
-        throw RunError(fmt::format("{}: write+fdatasync: {}", path, std::strerror(errno)));
+        throw RunError(fmt::format("{}: write+fdatasync: {}", path, errno_text(errno)));
       }
       samples.push_back(now_ns() - start);
     }

@@ -4,8 +4,12 @@
 
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 namespace shmem_bench {
+
+// The text of an errno value (strerror is not thread-safe; the recorder threads run beside this).
+inline std::string errno_text(int err) { return std::generic_category().message(err); }
 
 inline constexpr int kExitRunError = 1;
 inline constexpr int kExitUsage = 2;

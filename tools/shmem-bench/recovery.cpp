@@ -7,10 +7,10 @@
 // blocks in MpscConsumer::wait (block), which is how a real consumer idles.
 #include "recovery.hpp"
 
-#include <time.h>
 #include <unistd.h>
 
 #include <array>
+#include <ctime>
 #include <optional>
 
 #include <fmt/format.h>

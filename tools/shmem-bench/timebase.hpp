@@ -6,9 +6,8 @@
 // how much of a round trip is the clock itself.
 #pragma once
 
-#include <time.h>
-
 #include <cstdint>
+#include <ctime>
 #include <string>
 
 #if defined(__x86_64__) || defined(__i386__)

@@ -12,7 +12,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +19,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <mutex>
 #include <random>
@@ -625,7 +625,8 @@ struct Journal::Impl {
 
   Op& op_at(std::uint32_t slot) noexcept { return ops[slot % kOpsMax]; }
 
-  std::uint64_t encode(std::uint32_t slot, IoOpKind kind, std::uint32_t attempt) const noexcept;
+  [[nodiscard]] std::uint64_t encode(std::uint32_t slot, IoOpKind kind,
+                                     std::uint32_t attempt) const noexcept;
 
   // Frames a record at the current buffer's fill point.
   void frame(journal::RecordKind kind, std::span<const std::byte> payload, const RecordMeta& meta,
@@ -746,7 +747,7 @@ Result<void> Journal::Impl::submit_op(std::uint32_t slot) {
   const std::uint64_t skip = op.written;
   std::byte* data = buffer.base + op.buffer_offset + skip;
   const auto length = static_cast<unsigned>(op.length - skip);
-  const auto offset = static_cast<__u64>(op.file_offset + skip);
+  const __u64 offset = op.file_offset + skip;
   if (buffers_registered) {
     io_uring_prep_write_fixed(write, op.fd, data, length, offset, static_cast<int>(op.buffer));
   } else {
@@ -832,7 +833,7 @@ Result<void> Journal::Impl::handle(std::uint64_t user_data, int result) {
     }
     if (result == -EAGAIN || result == -EINTR) {
       ++stats.retries;
-      const std::uint32_t slot = static_cast<std::uint32_t>(&op - ops);
+      const auto slot = static_cast<std::uint32_t>(&op - ops);
       return submit_op(slot);
     }
     if (result < 0) {
