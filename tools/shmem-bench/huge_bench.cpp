@@ -87,12 +87,12 @@ class HugeSetup {
       }
       char pattern[] = "/tmp/shmem-bench-huge-XXXXXX";
       if (mkdtemp(pattern) == nullptr)
-        throw RunError(fmt::format("mkdtemp: {}", std::strerror(errno)));
+        throw RunError(fmt::format("mkdtemp: {}", errno_text(errno)));
       if (::mount("none", pattern, "hugetlbfs", 0, "pagesize=2M") != 0) {
         const int err = errno;
         rmdir(pattern);
         throw RunError(fmt::format("--reserve-huge: cannot mount hugetlbfs on {}: {} (run as root)",
-                                   pattern, std::strerror(err)));
+                                   pattern, errno_text(err)));
       }
       mounted_ = pattern;
       mount = pattern;
@@ -238,7 +238,7 @@ PhaseResult run_phase(const HugeBenchConfig& config, const Placement& placement,
     shared->bytes_consumed.value.store(0, std::memory_order_relaxed);
     shared->ready.value.store(0, std::memory_order_relaxed);
     const pid_t child = fork();
-    if (child < 0) throw RunError(fmt::format("fork: {}", std::strerror(errno)));
+    if (child < 0) throw RunError(fmt::format("fork: {}", errno_text(errno)));
     if (child == 0) consumer_child(shared, name, dir, placement.cpu_b);
     const auto reap = [&] {
       // Release: pairs with the child's acquire load of `stop`.
@@ -303,7 +303,7 @@ HugeBenchResult run_huge_bench(const HugeBenchConfig& config, const Placement& p
   result.huge_dir = setup.dir();
 
   char pattern[] = "/dev/shm/shmem-bench-4k-XXXXXX";
-  if (mkdtemp(pattern) == nullptr) throw RunError(fmt::format("mkdtemp: {}", std::strerror(errno)));
+  if (mkdtemp(pattern) == nullptr) throw RunError(fmt::format("mkdtemp: {}", errno_text(errno)));
   const std::string base_dir = pattern;
   struct DirGuard {
     std::string path;
@@ -312,7 +312,7 @@ HugeBenchResult run_huge_bench(const HugeBenchConfig& config, const Placement& p
 
   void* mapping = mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE,
                        MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  if (mapping == MAP_FAILED) throw RunError(fmt::format("mmap: {}", std::strerror(errno)));
+  if (mapping == MAP_FAILED) throw RunError(fmt::format("mmap: {}", errno_text(errno)));
   auto* shared = new (mapping) Shared{};
   struct MapGuard {
     void* address;

@@ -231,7 +231,7 @@ PhaseLimits make_limits(const Options& o, double default_duration_s, const Timeb
 void write_file(const std::string& path, const std::string& text) {
   std::FILE* f = std::fopen(path.c_str(), "w");
   if (f == nullptr) {
-    throw RunError(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+    throw RunError(fmt::format("cannot write {}: {}", path, errno_text(errno)));
   }
   const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
   if (std::fclose(f) != 0 || !ok) throw RunError(fmt::format("writing {} failed", path));

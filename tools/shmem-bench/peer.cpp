@@ -92,7 +92,7 @@ void pin_to(int cpu, const char* who) {
   CPU_ZERO(&set);
   CPU_SET(static_cast<std::size_t>(cpu), &set);
   if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-    throw RunError(fmt::format("cannot pin the {} to CPU {}: {}", who, cpu, std::strerror(errno)));
+    throw RunError(fmt::format("cannot pin the {} to CPU {}: {}", who, cpu, errno_text(errno)));
   }
 }
 
@@ -146,7 +146,7 @@ Placement choose_placement(const std::optional<std::vector<int>>& requested) {
   cpu_set_t allowed;
   CPU_ZERO(&allowed);
   if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
-    throw RunError(fmt::format("sched_getaffinity: {}", std::strerror(errno)));
+    throw RunError(fmt::format("sched_getaffinity: {}", errno_text(errno)));
   }
   const auto is_allowed = [&](int cpu) {
     return cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(static_cast<std::size_t>(cpu), &allowed);
@@ -213,7 +213,7 @@ ScratchDir::ScratchDir() {
   remove_stale_scratch_dirs(base);
   std::string templ = fmt::format("{}/shmem-bench.{}.XXXXXX", base, getpid());
   if (mkdtemp(templ.data()) == nullptr) {
-    throw RunError(fmt::format("mkdtemp {}: {}", templ, std::strerror(errno)));
+    throw RunError(fmt::format("mkdtemp {}: {}", templ, errno_text(errno)));
   }
   path_ = templ;
   copy_text(g_scratch_dir, path_);
@@ -225,7 +225,7 @@ ScratchDir::ScratchDir(const std::string& base, std::string_view prefix) {
   std::string templ = fmt::format("{}/{}-XXXXXX", base, prefix);
   if (mkdtemp(templ.data()) == nullptr) {
     throw UsageError(
-        fmt::format("--dir {}: cannot create a directory there: {}", base, std::strerror(errno)));
+        fmt::format("--dir {}: cannot create a directory there: {}", base, errno_text(errno)));
   }
   path_ = templ;
 }
@@ -246,7 +246,7 @@ Peer::Peer(const Placement& placement, ChildHandler handler) : handler_(std::mov
   void* mapping = mmap(nullptr, sizeof(SharedBlock), PROT_READ | PROT_WRITE,
                        MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (mapping == MAP_FAILED) {
-    throw RunError(fmt::format("mmap of the control blocks: {}", std::strerror(errno)));
+    throw RunError(fmt::format("mmap of the control blocks: {}", errno_text(errno)));
   }
   shared_ = new (mapping) SharedBlock{};
   pids_.fill(-1);
@@ -277,7 +277,7 @@ void Peer::fork_child(int index, int cpu) {
   const auto i = static_cast<std::size_t>(index);
   int sockets[2] = {-1, -1};
   if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sockets) != 0) {
-    throw RunError(fmt::format("socketpair: {}", std::strerror(errno)));
+    throw RunError(fmt::format("socketpair: {}", errno_text(errno)));
   }
   Control& control = shared_->controls[i];
   // The slot may have served a child that was killed: start its serials afresh. Relaxed: no child
@@ -291,7 +291,7 @@ void Peer::fork_child(int index, int cpu) {
     const int err = errno;
     close(sockets[0]);
     close(sockets[1]);
-    throw RunError(fmt::format("fork: {}", std::strerror(err)));
+    throw RunError(fmt::format("fork: {}", errno_text(err)));
   }
   if (pid == 0) {
     reset_signal_handlers();
@@ -436,8 +436,9 @@ void Peer::check_alive(int index) {
     g_child_pids[u] = 0;
     const std::string who = i == 0 ? "the child process (side B)" : fmt::format("worker {}", i);
     if (WIFSIGNALED(status)) {
+      const char* name = sigdescr_np(WTERMSIG(status));  // Thread-safe, unlike strsignal.
       throw RunError(fmt::format("{} died of signal {} ({})", who, WTERMSIG(status),
-                                 strsignal(WTERMSIG(status))));
+                                 name != nullptr ? name : "unknown signal"));
     }
     throw RunError(fmt::format("{} exited early with status {}", who, WEXITSTATUS(status)));
   }
@@ -475,7 +476,7 @@ void Peer::send_fds(int index, std::span<const int> fds) {
   cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
   std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
   if (sendmsg(socket, &msg, MSG_NOSIGNAL) != 1) {
-    throw RunError(fmt::format("sendmsg (passing descriptors): {}", std::strerror(errno)));
+    throw RunError(fmt::format("sendmsg (passing descriptors): {}", errno_text(errno)));
   }
 }
 
@@ -491,7 +492,7 @@ std::vector<int> receive_fds(int fd_socket, std::size_t count) {
   msg.msg_control = buffer;
   msg.msg_controllen = sizeof(buffer);
   if (recvmsg(fd_socket, &msg, MSG_CMSG_CLOEXEC) != 1) {
-    throw RunError(fmt::format("recvmsg (receiving descriptors): {}", std::strerror(errno)));
+    throw RunError(fmt::format("recvmsg (receiving descriptors): {}", errno_text(errno)));
   }
   cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
   if (cmsg == nullptr || cmsg->cmsg_type != SCM_RIGHTS ||

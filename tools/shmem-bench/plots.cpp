@@ -45,7 +45,7 @@ std::string write(const std::string& dir, const std::string& name, const std::st
     throw RunError(fmt::format("--plot {}: cannot create the directory: {}", dir, ec.message()));
   const std::string path = (std::filesystem::path(dir) / name).string();
   std::FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) throw RunError(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+  if (f == nullptr) throw RunError(fmt::format("cannot write {}: {}", path, errno_text(errno)));
   const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
   if (std::fclose(f) != 0 || !ok) throw RunError(fmt::format("writing {} failed", path));
   return path;

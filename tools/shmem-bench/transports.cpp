@@ -39,9 +39,7 @@ constexpr std::uint32_t kRoleEcho = 1;
 constexpr std::uint32_t kRoleConsumer = 2;
 constexpr std::size_t kReadBytesMax = 256 * 1024;
 
-std::string errno_text(const char* what) {
-  return fmt::format("{}: {}", what, std::strerror(errno));
-}
+std::string call_failed(const char* what) { return fmt::format("{}: {}", what, errno_text(errno)); }
 
 // A file descriptor that closes itself.
 class Fd {
@@ -73,7 +71,7 @@ class Fd {
 void send_message(Transport t, int fd, const std::byte* data, std::size_t size) {
   if (t == Transport::kMq) {
     while (mq_send(fd, reinterpret_cast<const char*>(data), size, 0) != 0) {
-      if (errno != EINTR) throw RunError(errno_text("mq_send"));
+      if (errno != EINTR) throw RunError(call_failed("mq_send"));
     }
     return;
   }
@@ -83,7 +81,7 @@ void send_message(Transport t, int fd, const std::byte* data, std::size_t size) 
                                             : send(fd, data + done, size - done, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw RunError(errno_text(t == Transport::kPipe ? "write" : "send"));
+      throw RunError(call_failed(t == Transport::kPipe ? "write" : "send"));
     }
     done += static_cast<std::size_t>(n);
     if (t == Transport::kUnix && done != size)
@@ -104,7 +102,7 @@ std::size_t receive_some(Transport t, int fd, std::byte* buffer, std::size_t cap
       n = recv(fd, buffer, capacity, 0);
     }
     if (n >= 0) return static_cast<std::size_t>(n);
-    if (errno != EINTR) throw RunError(errno_text("receive"));
+    if (errno != EINTR) throw RunError(call_failed("receive"));
   }
 }
 
@@ -130,7 +128,7 @@ void receive_message(Transport t, int fd, std::byte* buffer, std::size_t capacit
 bool readable(int fd, int timeout_ms) {
   pollfd p{fd, POLLIN, 0};
   const int r = poll(&p, 1, timeout_ms);
-  if (r < 0 && errno != EINTR) throw RunError(errno_text("poll"));
+  if (r < 0 && errno != EINTR) throw RunError(call_failed("poll"));
   return r > 0;
 }
 
@@ -157,12 +155,12 @@ class IpcEndpoint final : public Endpoint {
     switch (t) {
       case Transport::kPipe: {
         int ab[2];
-        if (pipe2(ab, O_CLOEXEC) != 0) throw RunError(errno_text("pipe2"));
+        if (pipe2(ab, O_CLOEXEC) != 0) throw RunError(call_failed("pipe2"));
         write_fd_ = Fd(ab[1]);
         child_fds.emplace_back(ab[0]);
         if (mode == EndpointMode::kPingPong) {
           int ba[2];
-          if (pipe2(ba, O_CLOEXEC) != 0) throw RunError(errno_text("pipe2"));
+          if (pipe2(ba, O_CLOEXEC) != 0) throw RunError(call_failed("pipe2"));
           read_fd_ = Fd(ba[0]);
           child_fds.emplace_back(ba[1]);
         }
@@ -171,7 +169,7 @@ class IpcEndpoint final : public Endpoint {
       case Transport::kUnix: {
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-          throw RunError(errno_text("socketpair(AF_UNIX, SOCK_SEQPACKET)"));
+          throw RunError(call_failed("socketpair(AF_UNIX, SOCK_SEQPACKET)"));
         }
         write_fd_ = Fd(sv[0]);
         child_fds.emplace_back(sv[1]);
@@ -327,31 +325,31 @@ class IpcEndpoint final : public Endpoint {
  private:
   void open_tcp(std::vector<Fd>& child_fds) {
     Fd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (listener.get() < 0) throw RunError(errno_text("socket(AF_INET)"));
+    if (listener.get() < 0) throw RunError(call_failed("socket(AF_INET)"));
     sockaddr_in address{};
     address.sin_family = AF_INET;
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     address.sin_port = 0;  // Ephemeral.
     if (bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-      throw RunError(errno_text("bind 127.0.0.1:0"));
+      throw RunError(call_failed("bind 127.0.0.1:0"));
     }
-    if (listen(listener.get(), 1) != 0) throw RunError(errno_text("listen"));
+    if (listen(listener.get(), 1) != 0) throw RunError(call_failed("listen"));
     socklen_t length = sizeof(address);
     if (getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      throw RunError(errno_text("getsockname"));
+      throw RunError(call_failed("getsockname"));
     }
     Fd client(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (client.get() < 0) throw RunError(errno_text("socket(AF_INET)"));
+    if (client.get() < 0) throw RunError(call_failed("socket(AF_INET)"));
     if (connect(client.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-      throw RunError(errno_text("connect 127.0.0.1"));
+      throw RunError(call_failed("connect 127.0.0.1"));
     }
     // Bounded: the connection is already queued on the listener, accept returns at once.
     Fd server(accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (server.get() < 0) throw RunError(errno_text("accept"));
+    if (server.get() < 0) throw RunError(call_failed("accept"));
     const int one = 1;
     for (const int fd : {client.get(), server.get()}) {
       if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) {
-        throw RunError(errno_text("setsockopt(TCP_NODELAY)"));
+        throw RunError(call_failed("setsockopt(TCP_NODELAY)"));
       }
     }
     tcp_port_ = ntohs(address.sin_port);
@@ -394,7 +392,7 @@ class IpcEndpoint final : public Endpoint {
         const int err = errno;
         throw UnsupportedError(fmt::format(
             "mq_open({} messages of {} bytes): {}{}", attr.mq_maxmsg, attr.mq_msgsize,
-            std::strerror(err),
+            errno_text(err),
             err == EINVAL ? fmt::format(" (/proc/sys/fs/mqueue/msgsize_max is {}, msg_max {}; "
                                         "raise them or run with CAP_SYS_RESOURCE)",
                                         msgsize_max, msg_max)
@@ -407,13 +405,13 @@ class IpcEndpoint final : public Endpoint {
     {
       // The child's read end of A->B: the same queue through a second descriptor.
       const int dup_fd = fcntl(write_fd_.get(), F_DUPFD_CLOEXEC, 0);
-      if (dup_fd < 0) throw RunError(errno_text("fcntl(F_DUPFD_CLOEXEC)"));
+      if (dup_fd < 0) throw RunError(call_failed("fcntl(F_DUPFD_CLOEXEC)"));
       child_fds.emplace_back(dup_fd);
     }
     if (mode == EndpointMode::kPingPong) {
       read_fd_ = open_one("ba");
       const int dup_fd = fcntl(read_fd_.get(), F_DUPFD_CLOEXEC, 0);
-      if (dup_fd < 0) throw RunError(errno_text("fcntl(F_DUPFD_CLOEXEC)"));
+      if (dup_fd < 0) throw RunError(call_failed("fcntl(F_DUPFD_CLOEXEC)"));
       child_fds.emplace_back(dup_fd);
     }
     mq_msgsize_ = static_cast<std::size_t>(attr.mq_msgsize);
