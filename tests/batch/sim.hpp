@@ -5,12 +5,17 @@
 // after every append, after every flush completion and at the recheck time it last asked for;
 // when it says flush_now and fewer than max_in_flight flushes are in flight, everything pending
 // is submitted as one flush. A record is durable when its flush and every flush submitted before
-// it are complete (durability is a prefix, as the journal publishes it).
+// it are complete (durability is a prefix, as the journal publishes it), and the policy hears of
+// completions as the journal reports them: in submission order, each at the time it became part
+// of the durable prefix.
 //
 // The disk: `servers` flushes are served at once (1: a device that serialises flushes); the
 // others queue in submission order. A flush of b bytes takes (fixed + per_byte * b) times a noise
 // factor drawn uniformly from [1 - noise, 1 + noise], and with probability spike_probability
-// times spike_factor as well.
+// times spike_factor as well. A `sharing` disk instead serves every flush in flight at once, each
+// at 1/n of its speed when n are in flight (processor sharing): a flush submitted beside another
+// finishes sooner than it would have behind it, but only because it slows the other down; the
+// device's throughput is that of a serialising one.
 //
 // Everything is driven by seeded SplitMix64 streams and integer nanoseconds: the same inputs give
 // the same run on every machine.
@@ -69,6 +74,7 @@ struct Disk {
   double spike_probability = 0.0;
   double spike_factor = 1.0;
   std::uint32_t servers = 1;
+  bool sharing = false;  // Processor sharing among the flushes in flight (servers is ignored).
 };
 
 // The journal's staging buffer: a record that would not fit in the pending bytes' buffer forces
@@ -144,17 +150,57 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
     std::size_t first_record;
     std::size_t end_record;
     std::uint64_t index;
+    double work_ns;  // Sharing disk: service still owed, at full speed.
   };
   struct Later {
     bool operator()(const Flush& a, const Flush& b) const {
       return a.complete_ns != b.complete_ns ? a.complete_ns > b.complete_ns : a.index > b.index;
     }
   };
+  // Serving disk: completion times are fixed at submission. Sharing disk: `shared` holds the
+  // flushes in flight, their owed work falling by (elapsed / n) each, as of shared_at_ns.
   std::priority_queue<Flush, std::vector<Flush>, Later> in_flight;
+  std::vector<Flush> shared;
+  std::int64_t shared_at_ns = 0;
+  const auto flights = [&] { return disk.sharing ? shared.size() : in_flight.size(); };
+  const auto advance_shared = [&](std::int64_t to_ns) {
+    if (!shared.empty() && to_ns > shared_at_ns) {
+      const double done =
+          static_cast<double>(to_ns - shared_at_ns) / static_cast<double>(shared.size());
+      for (Flush& f : shared) f.work_ns -= done;
+    }
+    shared_at_ns = std::max(shared_at_ns, to_ns);
+  };
+  // The next completion on the disk (kNever: none in flight).
+  const auto next_completion_ns = [&]() -> std::int64_t {
+    if (!disk.sharing) return in_flight.empty() ? kNever : in_flight.top().complete_ns;
+    if (shared.empty()) return kNever;
+    double least = shared.front().work_ns;
+    for (const Flush& f : shared) least = std::min(least, f.work_ns);
+    return shared_at_ns + std::max<std::int64_t>(
+                              0, static_cast<std::int64_t>(std::ceil(
+                                     std::max(0.0, least) * static_cast<double>(shared.size()))));
+  };
+  // Takes the flush that completes at now_ns off the disk.
+  const auto take_completed = [&](std::int64_t now_ns) -> Flush {
+    if (!disk.sharing) {
+      Flush f = in_flight.top();
+      in_flight.pop();
+      return f;
+    }
+    advance_shared(now_ns);
+    auto least = std::min_element(shared.begin(), shared.end(), [](const Flush& a, const Flush& b) {
+      return a.work_ns != b.work_ns ? a.work_ns < b.work_ns : a.index < b.index;
+    });
+    Flush f = *least;
+    shared.erase(least);
+    f.complete_ns = now_ns;
+    return f;
+  };
   std::vector<std::int64_t> server_free_ns(std::max<std::uint32_t>(1, disk.servers), 0);
   // Completion time of each flush by index, for the durable prefix.
   std::vector<std::int64_t> flush_complete_ns;
-  std::vector<std::pair<std::size_t, std::size_t>> flush_records;
+  std::vector<Flush> flushes;
   std::uint64_t durable_flushes = 0;  // Flushes [0, durable_flushes) are complete.
 
   std::size_t pending_first = 0;  // Records [pending_first, records.size()) are pending.
@@ -190,18 +236,24 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
     f.first_record = pending_first;
     f.end_record = result.records.size();
     f.index = result.flushes++;
-    auto server = std::min_element(server_free_ns.begin(), server_free_ns.end());
     double service = disk.fixed_ns + disk.ns_per_byte * static_cast<double>(f.bytes);
     service *= 1.0 + disk.noise * (2.0 * disk_random.uniform() - 1.0);
     if (disk_random.uniform() < disk.spike_probability) service *= disk.spike_factor;
-    const std::int64_t start = std::max(now, *server);
-    f.complete_ns = start + std::max<std::int64_t>(1, static_cast<std::int64_t>(service));
-    *server = f.complete_ns;
+    service = std::max(1.0, std::floor(service));
+    if (disk.sharing) {
+      advance_shared(now);
+      f.work_ns = service;
+      shared.push_back(f);
+    } else {
+      auto server = std::min_element(server_free_ns.begin(), server_free_ns.end());
+      const std::int64_t start = std::max(now, *server);
+      f.complete_ns = start + static_cast<std::int64_t>(service);
+      *server = f.complete_ns;
+      in_flight.push(f);
+    }
     flush_complete_ns.push_back(-1);
-    flush_records.emplace_back(f.first_record, f.end_record);
-    in_flight.push(f);
-    result.in_flight_max =
-        std::max(result.in_flight_max, static_cast<std::uint32_t>(in_flight.size()));
+    flushes.push_back(f);
+    result.in_flight_max = std::max(result.in_flight_max, static_cast<std::uint32_t>(flights()));
     pending_first = result.records.size();
     pending_bytes = 0;
     recheck_ns = kNever;
@@ -214,7 +266,7 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
     state.pending_records = result.records.size() - pending_first;
     state.oldest_pending_ns =
         state.pending_records > 0 ? result.records[pending_first].arrival_ns : 0;
-    state.in_flight = static_cast<std::uint32_t>(in_flight.size());
+    state.in_flight = static_cast<std::uint32_t>(flights());
     const FlushDecision decision = policy.decide(state);
     recheck_ns = decision.recheck_at_ns > 0 ? decision.recheck_at_ns : kNever;
     if (state.pending_records == 0) return;
@@ -229,27 +281,29 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
   for (;;) {
     const std::int64_t arrival_ns =
         next_arrival < arrivals.size() ? arrivals[next_arrival] : kNever;
-    const std::int64_t complete_ns = in_flight.empty() ? kNever : in_flight.top().complete_ns;
+    const std::int64_t complete_ns = next_completion_ns();
     const std::int64_t next_ns = std::min({arrival_ns, complete_ns, recheck_ns, next_snapshot_ns});
     if (next_ns == kNever) break;
     if (next_ns > load.end_ns + drain_limit_ns) break;
-    if (next_snapshot_ns == next_ns && arrival_ns == kNever && in_flight.empty() &&
+    if (next_snapshot_ns == next_ns && arrival_ns == kNever && flights() == 0 &&
         pending_first == result.records.size()) {
       break;  // Only snapshots left: the run is over.
     }
     now = std::max(now, next_ns);
     if (complete_ns == next_ns) {
-      const Flush f = in_flight.top();
-      in_flight.pop();
-      flush_complete_ns[f.index] = f.complete_ns;
+      const Flush done = take_completed(now);
+      flush_complete_ns[done.index] = done.complete_ns;
+      // The journal reports flushes as they join the durable prefix, in order, at that time.
       while (durable_flushes < flush_complete_ns.size() &&
              flush_complete_ns[durable_flushes] >= 0) {
-        const auto [first, end] = flush_records[durable_flushes];
-        for (std::size_t i = first; i < end; ++i) result.records[i].durable_ns = now;
+        const Flush& f = flushes[durable_flushes];
+        for (std::size_t i = f.first_record; i < f.end_record; ++i) {
+          result.records[i].durable_ns = now;
+        }
+        policy.on_flush_complete(
+            FlushCompletion{f.submit_ns, now, f.bytes, f.end_record - f.first_record});
         ++durable_flushes;
       }
-      policy.on_flush_complete(
-          FlushCompletion{f.submit_ns, f.complete_ns, f.bytes, f.end_record - f.first_record});
       consult(now);
     } else if (arrival_ns == next_ns) {
       const std::uint64_t bytes = sizes[next_arrival++];

@@ -8,9 +8,13 @@
 //  - spread: EMA of |observed - fitted| cost; cost_high(b) = fit(b) + 4 * spread is the cost the
 //    policy plans with when it protects the latency target (4 mean absolute deviations cover the
 //    one-sided 99th percentile of a Laplace-shaped noise);
-//  - overlap: for flushes submitted while another was in flight, the share of their own cost the
-//    device hid by running them side by side (0: the device serialises flushes; 1: fully
-//    parallel).
+//  - what more slots buy, end to end: in trials, blocks of flushes alternate between one flush in
+//    flight (narrow) and max_in_flight_limit (wide), and the policy measures the mean
+//    append-to-durable latency of the records appended in each block, and the records made
+//    durable per second while each block ran. Not the latency a second flush hid for itself: on
+//    a device that shares its bandwidth (or a host that shares its CPUs) a flush beside another
+//    finishes early because it slows the other, and durability is a prefix, so its records gain
+//    nothing.
 //
 // What it chooses, and why:
 //  - When no flush is in flight, flush whatever waits at once. With the device idle, waiting can
@@ -19,22 +23,26 @@
 //    greedy rule is optimal for a batch server whose cost does not fall by waiting; Deb & Serfozo
 //    1973). This is also the rule that never starves a lone record and never waits when nothing
 //    else can arrive in time.
-//  - max_in_flight: 1 on a device that serialises flushes (a second flush would wait for the
-//    first anyway, with a smaller batch); up to max_in_flight_limit where overlap was measured.
-//    While at 1, one flush in 16 (in 1024 after the first 8 probes) that is worth a flush of its
-//    own may overlap, so that the device is measured, and one whose behaviour changes is noticed.
+//  - max_in_flight: what the last trial chose. The wide count wins only when its records were
+//    durable at least 10% sooner on average, in the sum and in two block pairs of three; or, past
+//    what one slot can take (where latency grows on the narrow side whatever happens), when 5%
+//    more records per second were made durable with it. Otherwise one flush in flight: natural
+//    batching while the device is busy. The first trial starts with the first flush (4 block
+//    pairs; a block is 8 submissions or completions, 5 ms at most); later ones (3 pairs) come
+//    after 4096 submissions, doubling to 65536 while the verdict holds, or once the arrival rate
+//    has moved 2x from the verdict's (after 1024 submissions at least).
 //  - gather_bytes: the smallest batch worth a flush of its own next to the ones in flight: the
-//    batch whose cost, shared among the effective parallelism p, is covered by its own arrival
+//    batch whose cost, shared among the p = max_in_flight slots, is covered by its own arrival
 //    time at `utilisation_max`: fixed*rate/(p*u - per_byte*rate). At low load that is one record;
-//    it grows with the load (under overload, see below).
+//    it grows with the load (under overload, see below). With one slot it is never used.
 //  - max_delay: how long the oldest pending record may wait for a free slot or for gather_bytes:
 //    the latency target less two high flush costs (the one in flight it may wait for, and its
 //    own). Past it, the policy flushes into any free slot. A target too tight to meet leaves no
 //    delay at all.
 //  - Overload (per_byte * rate >= p * u: the device cannot keep up at any batch size): latency
-//    grows whatever the policy does, so it goes for throughput and steady progress: batches whose
-//    fixed cost is 5% of the flush, every slot in use, so the device never idles and batches stay
-//    bounded while a slot is free.
+//    grows whatever the policy does, so it goes for throughput and steady progress. With one slot
+//    that is natural batching; with several, the extra slots take only batches whose fixed cost
+//    is 5% of the flush.
 // Every decision with records pending either flushes or names a finite time to ask again.
 //
 // docs/batcher.md has the long form, with the measurements.
@@ -55,20 +63,34 @@ namespace {
 constexpr double kNsPerS = 1e9;
 // Mean absolute deviations added to the fitted cost to plan for the p99 of a flush.
 constexpr double kSpreadToP99 = 4.0;
-// Measured overlap below which a second flush in flight is not worth it.
-constexpr double kOverlapUseful = 0.3;
-// Overlap measurements needed before they are acted on.
-constexpr std::uint64_t kOverlapSamplesMin = 4;
-// A measurement counts only if the flush would have waited at least this share of its own cost.
-constexpr double kOverlapWaitMin = 0.5;
-// While at one flush in flight, one flush in this many may overlap, to measure the device; in
-// the first kProbesEarly probes, one in kProbeEveryEarly (a fresh journal learns its device
-// within a few hundred flushes, then probes rarely).
-constexpr std::uint32_t kProbeEvery = 1024;
-constexpr std::uint32_t kProbeEveryEarly = 16;
-constexpr std::uint64_t kProbesEarly = 8;
-// Submissions remembered to tell, at completion, whether a flush overlapped another.
-constexpr std::size_t kSubmitsMax = 64;
+// Slot trials: a block (the wide slot count or one slot, alternating) ends after this many
+// submissions or completions (the journal's own submissions, when a staging buffer fills, show
+// only as completions)...
+constexpr std::uint32_t kBlockSubmits = 8;
+// ...or at its first submission or completion this long after it began (eight 1 MiB flushes
+// would leave the narrow side of an overload behind for tens of milliseconds).
+constexpr std::int64_t kBlockNsMax = 5'000'000;
+// Block pairs in the first trial and in later ones. Short: a trial costs what the worse side
+// costs its records.
+constexpr std::uint32_t kFirstTrialPairs = 4;
+constexpr std::uint32_t kTrialPairs = 3;
+// Records each side of a trial needs before the wide side may win.
+constexpr double kTrialRecordsMin = 16;
+// The wide slot count wins when its records are durable this much sooner on average...
+constexpr double kWideLatencyShare = 0.9;
+// ...or, overloaded, when this many more records per second are made durable with it.
+constexpr double kWideGain = 1.05;
+// Submissions between trials: doubling from the first while the verdict stays the same.
+constexpr std::uint64_t kRetrialEveryMin = 4096;
+constexpr std::uint64_t kRetrialEveryMax = 65536;
+// A trial also follows a change of the arrival rate by this factor since the last verdict, once
+// this many submissions have passed since it.
+constexpr double kRateChange = 2.0;
+constexpr std::uint64_t kRetrialOnRateChange = 1024;
+// Rate windows after the first append before the rate estimate is taken as settled.
+constexpr std::int64_t kRateSettleWindows = 3;
+// Chunks (submissions) remembered until durable: more than the journal keeps in flight.
+constexpr std::size_t kChunksMax = 128;
 // The size spread the cost fit needs before it separates the per-byte part from the fixed part:
 // the standard deviation of flush sizes as a share of their mean.
 constexpr double kSizeSpreadToFit = 0.1;
@@ -104,7 +126,7 @@ class DecayedRate {
  private:
   [[nodiscard]] double mass_at(std::int64_t now_ns) const noexcept {
     if (now_ns <= last_ns_) return mass_;
-    const double x = static_cast<double>(now_ns - last_ns_) / window_ns_;
+    const auto x = static_cast<double>(now_ns - last_ns_) / window_ns_;
     // At high rates appends are microseconds apart: x is tiny, and three terms of the series are
     // exact to 1e-10 at a fraction of the cost of exp (this runs on every append).
     if (x < 1e-3) return mass_ * (1.0 - x + 0.5 * x * x);
@@ -181,6 +203,14 @@ class CostFit {
   double s_ = 0, sb_ = 0, sbb_ = 0, sl_ = 0, sbl_ = 0;
 };
 
+// One block of a trial (blocks alternate between the wide and the narrow slot count).
+struct BlockTally {
+  double records = 0;      // Records appended in the block, once durable...
+  double latency_ns = 0;   // ...and the sum of their append-to-durable latencies.
+  double durable = 0;      // Records reported durable while the block ran...
+  double duration_ns = 0;  // ...and how long it ran.
+};
+
 class AdaptiveFlush final : public FlushPolicy {
  public:
   explicit AdaptiveFlush(const AdaptiveFlushOptions& options) noexcept
@@ -188,71 +218,48 @@ class AdaptiveFlush final : public FlushPolicy {
             static_cast<double>(std::max<std::int64_t>(1, options.latency_target_p99.count()))),
         limit_(std::clamp<std::uint32_t>(options.max_in_flight_limit, 1, 64)),
         utilisation_(std::clamp(options.utilisation_max, 0.05, 0.99)),
-        overlap_weight_(std::clamp(options.cost_weight, 1e-3, 1.0)),
-        records_(static_cast<double>(std::max<std::int64_t>(1, options.rate_window.count()))),
+        window_ns_(std::max<std::int64_t>(1, options.rate_window.count())),
+        records_(static_cast<double>(window_ns_)),
         bytes_(static_cast<double>(std::max<std::int64_t>(1, options.rate_window.count()))),
         cost_(static_cast<double>(std::max<std::int64_t>(0, options.initial_flush_fixed.count())),
-              std::max(0.0, options.initial_flush_ns_per_byte), overlap_weight_) {
+              std::max(0.0, options.initial_flush_ns_per_byte),
+              std::clamp(options.cost_weight, 1e-3, 1.0)) {
+    trial_due_ = limit_ > 1;
     choose(0);
   }
 
+  // Runs for every record: counts only. The rates take these counts when the choices are next
+  // recomputed (within kChooseEveryNs), and the open chunk remembers the append times.
   void on_append(std::int64_t now_ns, std::uint64_t bytes) noexcept override {
-    records_.add(now_ns, 1.0);
-    bytes_.add(now_ns, static_cast<double>(bytes));
+    if (first_append_ns_ < 0) first_append_ns_ = now_ns;
+    unfolded_records_ += 1;
+    unfolded_bytes_ += static_cast<double>(bytes);
+    if (open_.records == 0) {
+      // A chunk belongs to the trial block its first record arrived in.
+      open_.first_ns = now_ns;
+      open_.block = trial_running_ ? static_cast<std::int32_t>(block_) : -1;
+      if (open_.block >= 0) ++trial_chunks_;
+    }
+    ++open_.records;
+    open_.offset_sum_ns += static_cast<double>(now_ns - open_.first_ns);
   }
 
   void on_flush_complete(const FlushCompletion& completion) noexcept override {
-    const double latency_ns = static_cast<double>(completion.complete_ns - completion.submit_ns);
-    const double bytes = static_cast<double>(completion.bytes);
-    // Find our record of this submission: the latest decision at or before the journal's submit
-    // time (the journal stamps the submission after it acted on our decision).
-    std::size_t match = kSubmitsMax;
-    for (std::size_t i = 0; i < submits_count_; ++i) {
-      if (submits_[i].decided_ns <= completion.submit_ns &&
-          (match == kSubmitsMax || submits_[i].decided_ns > submits_[match].decided_ns)) {
-        match = i;
-      }
-    }
-    bool overlapped = completion.submit_ns < last_complete_ns_;
-    bool earlier_still_in_flight = false;
-    if (match != kSubmitsMax) {
-      overlapped = overlapped || submits_[match].in_flight_before > 0;
-      for (std::size_t i = 0; i < submits_count_; ++i) {
-        if (submits_[i].decided_ns < submits_[match].decided_ns) earlier_still_in_flight = true;
-      }
-      submits_[match] = submits_[submits_count_ - 1];
-      --submits_count_;
-    }
-    if (!overlapped) {
-      cost_.add(bytes, latency_ns);
-    } else {
-      // Had the device served this flush after the one before it, it would have waited for that
-      // one (until its completion) and then taken its own cost. The share of that wait it did
-      // not pay is what overlapping bought: 0 on a device that serialises, 1 on one that runs
-      // both at once. A flush that completed before an earlier one overlapped it for certain.
-      const double own_ns = std::max(1.0, cost_.predict_ns(bytes));
-      double gain = 1.0;
-      bool informative = true;
-      if (!earlier_still_in_flight) {
-        const double wait_ns = static_cast<double>(last_complete_ns_ - completion.submit_ns);
-        // Submitted when the other one was nearly done: the noise of its own cost would swamp
-        // the little wait there was to save.
-        informative = wait_ns >= kOverlapWaitMin * own_ns;
-        if (informative) {
-          // Noise makes it negative as often as positive on a device that serialises: keep both
-          // signs so that the average is not biased upwards.
-          gain = std::clamp((wait_ns + own_ns - latency_ns) / wait_ns, -1.0, 1.0);
-        }
-      }
-      if (informative) {
-        // A plain mean over the first measurements, an EMA after.
-        ++overlaps_seen_;
-        const double weight = std::max(overlap_weight_, 1.0 / static_cast<double>(overlaps_seen_));
-        overlap_ += weight * (gain - overlap_);
-      }
-    }
+    const auto latency_ns = static_cast<double>(completion.complete_ns - completion.submit_ns);
+    const auto bytes = static_cast<double>(completion.bytes);
+    // The journal reports flushes in submission order, each once it is durable with every one
+    // before it: a flush submitted before the previous report was in flight beside another, and
+    // its latency is not the device's cost for it alone.
+    const bool overlapped = completion.submit_ns < last_complete_ns_;
+    if (!overlapped) cost_.add(bytes, latency_ns);
+    settle(completion.records, completion.complete_ns);
     last_complete_ns_ = std::max(last_complete_ns_, completion.complete_ns);
-    ++flushes_since_probe_;
+    if (trial_running_) blocks_[block_].durable += static_cast<double>(completion.records);
+    if (trial_running_ && (++block_completions_ >= kBlockSubmits ||
+                           completion.complete_ns - block_start_ns_ >= kBlockNsMax)) {
+      next_block(completion.complete_ns);
+    }
+    if (awaiting_verdict_ && trial_chunks_ == 0) conclude_trial();
     choose(completion.complete_ns);
   }
 
@@ -265,48 +272,42 @@ class AdaptiveFlush final : public FlushPolicy {
     FlushDecision decision;
     decision.max_in_flight = max_in_flight_;
     if (state.pending_records == 0 && state.pending_bytes == 0) return decision;
-
-    const double pending = static_cast<double>(state.pending_bytes);
-    const std::int64_t oldest_ns = std::min(state.oldest_pending_ns, state.now_ns);
-    // The latest submission that still meets the target for the oldest record when it may wait
-    // for one flush in flight and then for its own.
-    const double high_ns = cost_high_ns(pending);
-    const double slack_ns = std::max(0.0, target_ns_ - 2.0 * high_ns);
-    const std::int64_t deadline_ns = oldest_ns + static_cast<std::int64_t>(slack_ns);
-
-    // With a flush in flight, one more is worth it when the batch has reached gather_bytes, when
-    // the oldest record is out of slack, or when nothing more is expected before then.
-    // Overloaded, the target cannot be met anyway: only a full batch is worth a flush.
-    const bool worth_a_flush = pending >= gather_bytes_ ||
-                               (!overloaded_ && (state.now_ns >= deadline_ns ||
-                                                 !next_arrival_before(state.now_ns, deadline_ns)));
-    std::uint32_t allowed = max_in_flight_;
-    if (state.in_flight >= allowed && state.in_flight > 0 && worth_a_flush &&
-        limit_ > state.in_flight &&
-        flushes_since_probe_ >= (probes_ < kProbesEarly ? kProbeEveryEarly : kProbeEvery)) {
-      allowed = state.in_flight + 1;  // Probe: measure whether this device overlaps flushes.
-      flushes_since_probe_ = 0;
-      ++probes_;
+    // The device is idle: waiting cannot help anyone (see the opening comment).
+    if (state.in_flight == 0) {
+      decision.flush_now = true;
+      on_submit(state.now_ns);
+      decision.max_in_flight = std::max<std::uint32_t>(1, decision.max_in_flight);
+      return decision;
     }
-    decision.max_in_flight = allowed;
-    if (state.in_flight >= allowed) {
+    const auto pending = static_cast<double>(state.pending_bytes);
+    const double high_ns = cost_high_ns(pending);
+    if (state.in_flight >= max_in_flight_) {
       // No slot: the completion of a flush in flight brings the next decision. The deadline is
       // only a safety net, far enough not to spin.
       decision.recheck_at_ns =
           state.now_ns + std::max<std::int64_t>(kRecheckMinNs, static_cast<std::int64_t>(high_ns));
       return decision;
     }
-    // The device is idle: waiting cannot help anyone (see the opening comment).
-    if (state.in_flight == 0 || worth_a_flush) {
+    // A slot is free beside the flushes in flight. The latest submission that still meets the
+    // target for the oldest record when it may wait for one flush in flight and then for its own:
+    const std::int64_t oldest_ns = std::min(state.oldest_pending_ns, state.now_ns);
+    const double slack_ns = std::max(0.0, target_ns_ - 2.0 * high_ns);
+    const std::int64_t deadline_ns = oldest_ns + static_cast<std::int64_t>(slack_ns);
+    // One more flush is worth it when the batch has reached gather_bytes, when the oldest record
+    // is out of slack, or when nothing more is expected before then. Overloaded, the target cannot
+    // be met anyway: only a full batch is worth a flush.
+    const bool worth_a_flush = pending >= gather_bytes_ ||
+                               (!overloaded_ && (state.now_ns >= deadline_ns ||
+                                                 !next_arrival_before(state.now_ns, deadline_ns)));
+    if (worth_a_flush) {
       decision.flush_now = true;
-      remember_submit(state.now_ns, state.in_flight);
+      on_submit(state.now_ns);
       return decision;
     }
     // Ask again when the oldest record runs out of slack, or when gather_bytes should be there.
     std::int64_t recheck_ns = deadline_ns;
-    const double bytes_per_s = bytes_.per_s(state.now_ns);
-    if (bytes_per_s > 0) {
-      const double fill_ns = (gather_bytes_ - pending) / bytes_per_s * kNsPerS;
+    if (bytes_per_s_ > 0) {
+      const double fill_ns = (gather_bytes_ - pending) / bytes_per_s_ * kNsPerS;
       if (fill_ns < static_cast<double>(recheck_ns - state.now_ns)) {
         recheck_ns = state.now_ns + static_cast<std::int64_t>(fill_ns);
       }
@@ -326,17 +327,24 @@ class AdaptiveFlush final : public FlushPolicy {
                          ? std::numeric_limits<std::uint64_t>::max()
                          : static_cast<std::uint64_t>(std::ceil(gather_bytes_));
     s.max_delay_ns = max_delay_ns_;
-    s.max_in_flight = max_in_flight_;
+    // The slot count the last trial chose (a trial in progress tries both).
+    s.max_in_flight = slots(verdict_wide_);
     return s;
   }
 
   [[nodiscard]] const char* name() const noexcept override { return "adaptive"; }
 
  private:
-  struct Submit {
-    std::int64_t decided_ns;
-    std::uint32_t in_flight_before;
+  // Records appended between two submissions (or block changes), in append order, until they are
+  // reported durable.
+  struct Chunk {
+    std::uint64_t records = 0;
+    std::int64_t first_ns = 0;  // Append time of the first record.
+    double offset_sum_ns = 0;   // Sum of (append time - first_ns) over the records.
+    std::int32_t block = -1;    // Trial block its first record was appended in; -1: none.
   };
+
+  [[nodiscard]] std::uint32_t slots(bool wide) const noexcept { return wide ? limit_ : 1; }
 
   [[nodiscard]] double cost_high_ns(double bytes) const noexcept {
     return cost_.predict_ns(bytes) + kSpreadToP99 * cost_.spread_ns();
@@ -344,35 +352,182 @@ class AdaptiveFlush final : public FlushPolicy {
 
   // True when the arrival rate says another record should come before deadline_ns.
   [[nodiscard]] bool next_arrival_before(std::int64_t now_ns, std::int64_t deadline_ns) const {
-    const double rate = records_.per_s(now_ns);
-    if (rate <= 0) return false;
-    return kNsPerS / rate < static_cast<double>(deadline_ns - now_ns);
+    if (records_per_s_ <= 0) return false;
+    return kNsPerS / records_per_s_ < static_cast<double>(deadline_ns - now_ns);
   }
 
-  void remember_submit(std::int64_t now_ns, std::uint32_t in_flight) noexcept {
-    if (submits_count_ == kSubmitsMax) {
-      // More flushes in flight than the journal allows cannot happen; forget the oldest.
-      std::size_t oldest = 0;
-      for (std::size_t i = 1; i < submits_count_; ++i) {
-        if (submits_[i].decided_ns < submits_[oldest].decided_ns) oldest = i;
+  // The records pending were just submitted as one flush: they become a chunk of the trial block
+  // in progress (if any), and the trial moves on.
+  void on_submit(std::int64_t now_ns) noexcept {
+    close_chunk();
+    if (trial_running_) {
+      if (++block_submits_ >= kBlockSubmits || now_ns - block_start_ns_ >= kBlockNsMax) {
+        next_block(now_ns);
       }
-      submits_[oldest] = submits_[submits_count_ - 1];
-      --submits_count_;
+      return;
     }
-    submits_[submits_count_++] = Submit{now_ns, in_flight};
+    ++submits_since_trial_;
+    if (limit_ > 1 && !awaiting_verdict_ &&
+        (trial_due_ || submits_since_trial_ >= retrial_every_)) {
+      start_trial(now_ns);
+    }
+  }
+
+  // The records appended since the last submission (or block change) become a chunk.
+  void close_chunk() noexcept {
+    if (open_.records == 0) return;
+    if (chunks_count_ == kChunksMax) {
+      // More chunks than flushes the journal keeps in flight: fold into the newest.
+      Chunk& last = chunks_[(chunks_head_ + chunks_count_ - 1) % kChunksMax];
+      last.offset_sum_ns +=
+          open_.offset_sum_ns +
+          static_cast<double>(open_.records) * static_cast<double>(open_.first_ns - last.first_ns);
+      last.records += open_.records;
+      if (open_.block >= 0) --trial_chunks_;
+    } else {
+      chunks_[(chunks_head_ + chunks_count_) % kChunksMax] = open_;
+      ++chunks_count_;
+    }
+    open_ = Chunk{};
+  }
+
+  // The block in progress ends (kBlockSubmits, kBlockNsMax); after the last one, the trial waits
+  // for its records to be durable.
+  void next_block(std::int64_t now_ns) noexcept {
+    close_chunk();  // Records appended from here on belong to the next block.
+    blocks_[block_].duration_ns = static_cast<double>(now_ns - block_start_ns_);
+    block_submits_ = block_completions_ = 0;
+    block_start_ns_ = now_ns;
+    ++block_;
+    if (block_ >= 2 * trial_pairs_) {
+      // Every block run: back to the standing choice until the trial's records are durable and
+      // judged.
+      trial_running_ = false;
+      awaiting_verdict_ = true;
+      wide_ = verdict_wide_;
+    } else {
+      wide_ = block_ % 2 == 0;  // Even blocks try the wide slot count, odd ones the narrow.
+    }
+    choose(now_ns);
+  }
+
+  void start_trial(std::int64_t now_ns) noexcept {
+    close_chunk();
+    trial_due_ = false;
+    trial_running_ = true;
+    block_ = 0;
+    block_submits_ = block_completions_ = 0;
+    block_start_ns_ = now_ns;
+    trial_pairs_ = trials_ == 0 ? kFirstTrialPairs : kTrialPairs;
+    blocks_ = {};
+    wide_ = true;
+    choose(now_ns);
+  }
+
+  // A flush of `records` became durable at complete_ns: their latencies go to the trial blocks
+  // they were appended in.
+  void settle(std::uint64_t records, std::int64_t complete_ns) noexcept {
+    while (records != 0) {
+      Chunk& chunk = chunks_count_ != 0 ? chunks_[chunks_head_] : open_;
+      if (chunk.records == 0) break;  // The journal reported more than we saw appended.
+      const std::uint64_t take = std::min(records, chunk.records);
+      const double mean_offset_ns = chunk.offset_sum_ns / static_cast<double>(chunk.records);
+      if (chunk.block >= 0) {
+        BlockTally& tally = blocks_[static_cast<std::size_t>(chunk.block)];
+        tally.records += static_cast<double>(take);
+        tally.latency_ns += static_cast<double>(take) *
+                            (static_cast<double>(complete_ns - chunk.first_ns) - mean_offset_ns);
+      }
+      chunk.records -= take;
+      chunk.offset_sum_ns -= static_cast<double>(take) * mean_offset_ns;
+      records -= take;
+      if (chunk.records == 0) {
+        if (chunk.block >= 0) --trial_chunks_;
+        if (&chunk == &open_) {
+          open_ = Chunk{};
+        } else {
+          chunks_head_ = (chunks_head_ + 1) % kChunksMax;
+          --chunks_count_;
+        }
+      }
+    }
+  }
+
+  // Every record of the trial is durable: the wide slot count stays only if it made the records
+  // durable sooner (or, overloaded, the device faster), in the sum and in most block pairs.
+  void conclude_trial() noexcept {
+    awaiting_verdict_ = false;
+    ++trials_;
+    // Judged against one slot: past what one flush in flight can take, latency grows on the narrow
+    // side whatever happens, and only the rate tells the two apart.
+    const bool overloaded = cost_.ns_per_byte() * bytes_per_s_ / kNsPerS >= utilisation_;
+    BlockTally wide, narrow;
+    std::uint32_t pairs = 0, wide_won = 0;
+    for (std::uint32_t pair = 0; pair < trial_pairs_; ++pair) {
+      const BlockTally& w = blocks_[std::size_t{2} * pair];
+      const BlockTally& n = blocks_[std::size_t{2} * pair + 1];
+      wide.records += w.records, wide.latency_ns += w.latency_ns;
+      wide.durable += w.durable, wide.duration_ns += w.duration_ns;
+      narrow.records += n.records, narrow.latency_ns += n.latency_ns;
+      narrow.durable += n.durable, narrow.duration_ns += n.duration_ns;
+      if (w.records == 0 || n.records == 0) continue;
+      ++pairs;
+      if (better(w, n, overloaded)) ++wide_won;
+    }
+    // Overloaded, the records made durable per second over all blocks decide (a block of a few
+    // large flushes says little alone). Otherwise the mean latency, which one stall can sway,
+    // must also be better in two pairs of three.
+    const bool wide_wins = wide.records >= kTrialRecordsMin && narrow.records >= kTrialRecordsMin &&
+                           better(wide, narrow, overloaded) &&
+                           (overloaded || 3 * wide_won >= 2 * pairs);
+    retrial_every_ = wide_wins == verdict_wide_
+                         ? std::min<std::uint64_t>(2 * retrial_every_, kRetrialEveryMax)
+                         : kRetrialEveryMin;
+    verdict_wide_ = wide_wins;
+    wide_ = wide_wins;
+    verdict_rate_ = records_per_s_;
+    submits_since_trial_ = 0;
+  }
+
+  // Whether `wide` did better than `narrow` by a clear margin: durable sooner by kWideLatencyShare
+  // on average or, overloaded (latency grows in both), more records made durable per second by
+  // kWideGain. A rate of records, not of bytes through the device: where the host's CPUs are the
+  // limit, more flushes in flight take CPU from the thread that appends.
+  [[nodiscard]] static bool better(const BlockTally& wide, const BlockTally& narrow,
+                                   bool overloaded) noexcept {
+    if (overloaded) {
+      return wide.duration_ns > 0 && narrow.duration_ns > 0 &&
+             wide.durable / wide.duration_ns >= kWideGain * (narrow.durable / narrow.duration_ns);
+    }
+    return wide.records > 0 && narrow.records > 0 &&
+           wide.latency_ns / wide.records <= kWideLatencyShare * narrow.latency_ns / narrow.records;
   }
 
   // Recomputes the published choices from the estimates as they stand at now_ns.
   void choose(std::int64_t now_ns) noexcept {
     chosen_ns_ = now_ns;
+    records_.add(now_ns, unfolded_records_);
+    bytes_.add(now_ns, unfolded_bytes_);
+    unfolded_records_ = unfolded_bytes_ = 0;
     records_per_s_ = records_.per_s(now_ns);
     bytes_per_s_ = bytes_.per_s(now_ns);
-    const bool parallel = overlaps_seen_ >= kOverlapSamplesMin && overlap_ >= kOverlapUseful;
-    max_in_flight_ =
-        parallel ? std::clamp<std::uint32_t>(
-                       static_cast<std::uint32_t>(std::lround(overlap_ * limit_)), 2, limit_)
-                 : 1;
-    const double parallelism = 1.0 + (parallel ? overlap_ : 0.0) * (max_in_flight_ - 1);
+    // The rate estimate starts from nothing and takes a few windows to reach the load: a verdict
+    // reached before then is filed under the rate it settles at, not under the ramp.
+    if (!verdict_rate_settled_ && first_append_ns_ >= 0 &&
+        now_ns - first_append_ns_ >= kRateSettleWindows * window_ns_) {
+      verdict_rate_settled_ = true;
+      if (trials_ != 0) verdict_rate_ = records_per_s_;
+    }
+    // A load far from the one the last verdict was reached at may want the other slot count.
+    if (trials_ != 0 && verdict_rate_settled_ && limit_ > 1 && !trial_running_ &&
+        !awaiting_verdict_ && submits_since_trial_ >= kRetrialOnRateChange &&
+        (records_per_s_ > kRateChange * verdict_rate_ ||
+         records_per_s_ * kRateChange < verdict_rate_)) {
+      trial_due_ = true;
+    }
+    max_in_flight_ = slots(wide_);
+    // Planned as if every slot served a flush of its own; the trials check that it pays.
+    const auto parallelism = static_cast<double>(max_in_flight_);
     const double bytes_per_ns = bytes_per_s_ / kNsPerS;
     const double room = parallelism * utilisation_ - cost_.ns_per_byte() * bytes_per_ns;
     overloaded_ = room <= 0;
@@ -380,17 +535,16 @@ class AdaptiveFlush final : public FlushPolicy {
       gather_bytes_ = std::min(kGatherUnbounded, cost_.fixed_ns() * bytes_per_ns / room);
     } else {
       // More arrives than the device can take at utilisation_max, whatever the batch size:
-      // latency grows regardless, so the policy goes for throughput and steady progress. Batches
-      // large enough that the fixed cost is a small share, queued behind the one running so that
-      // the device never idles. Flushing everything pending instead would let batches, and the wait
-      // behind each, grow geometrically. Every slot is used: on a device that serialises flushes
-      // the extra ones queue there at no cost in throughput, since each is large.
+      // latency grows regardless, so the policy goes for throughput and steady progress. With one
+      // slot that is natural batching (everything pending, as soon as the slot frees). With
+      // several, the extra slots take only batches large enough that the fixed cost is a small
+      // share: flushing everything pending into each free slot would split the load into many
+      // small flushes.
       gather_bytes_ =
           cost_.ns_per_byte() > 0
               ? std::min(kGatherUnbounded, cost_.fixed_ns() / cost_.ns_per_byte() *
                                                (1 - kOverloadFixedShare) / kOverloadFixedShare)
               : kGatherUnbounded;
-      max_in_flight_ = limit_;
     }
     const double gather_high_ns =
         cost_high_ns(std::min(gather_bytes_, bytes_per_ns * target_ns_ + 1.0));
@@ -401,18 +555,38 @@ class AdaptiveFlush final : public FlushPolicy {
   double target_ns_;
   std::uint32_t limit_;
   double utilisation_;
-  double overlap_weight_;
+  std::int64_t window_ns_;
   // Estimates.
   DecayedRate records_;
   DecayedRate bytes_;
+  double unfolded_records_ = 0;  // Appended since the rates last took them.
+  double unfolded_bytes_ = 0;
   CostFit cost_;
-  double overlap_ = 0;
-  std::uint64_t overlaps_seen_ = 0;
   std::int64_t last_complete_ns_ = std::numeric_limits<std::int64_t>::min();
-  std::array<Submit, kSubmitsMax> submits_{};
-  std::size_t submits_count_ = 0;
-  std::uint32_t flushes_since_probe_ = 0;
-  std::uint64_t probes_ = 0;
+  // Records on their way to durable, for the trials' latencies.
+  Chunk open_;  // Appended, not yet submitted.
+  std::array<Chunk, kChunksMax> chunks_{};
+  std::size_t chunks_head_ = 0;
+  std::size_t chunks_count_ = 0;
+  // Slot trials.
+  bool wide_ = false;          // The slot count in effect: limit_ (wide) or 1 (narrow).
+  bool verdict_wide_ = false;  // The last trial's choice.
+  bool trial_due_ = false;
+  bool trial_running_ = false;
+  bool awaiting_verdict_ = false;
+  std::uint32_t trial_pairs_ = kFirstTrialPairs;
+  std::uint32_t block_ = 0;
+  std::uint32_t block_submits_ = 0;
+  std::uint32_t block_completions_ = 0;
+  std::int64_t block_start_ns_ = 0;
+  std::array<BlockTally, std::size_t{2} * kFirstTrialPairs> blocks_{};
+  std::uint64_t trial_chunks_ = 0;  // Chunks of the trial not yet durable.
+  std::uint64_t trials_ = 0;
+  std::uint64_t submits_since_trial_ = 0;
+  std::uint64_t retrial_every_ = kRetrialEveryMin;
+  double verdict_rate_ = 0;
+  bool verdict_rate_settled_ = false;
+  std::int64_t first_append_ns_ = -1;
   // Choices, as last computed.
   double records_per_s_ = 0;
   double bytes_per_s_ = 0;
