@@ -3,6 +3,7 @@
 // shard counts and sync modes are all measured, scratch files are removed, and bad flags exit 2
 // with a message that names the flag.
 #include <filesystem>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -88,21 +89,39 @@ TEST(ShmemBenchBatchSweep, JsonHasOneObjectPerPolicyAndRate) {
       shmem_bench({"batch-sweep", "--json", "--dir", disk.path(), "--rates", "1k,5k", "--policies",
                    "adaptive,adaptive-x1,natural,every,"
                    "fixed-16KiB-200us",
-                   "--duration", "0.4", "--warmup", "0.1", "--runs", "1"}));
+                   "--duration", "0.4", "--warmup", "0.1", "--min-records", "200", "--runs", "2"}));
   ASSERT_TRUE(out.is_array());
   ASSERT_EQ(out.size(), policies.size() * 2);
   std::set<std::pair<std::string, double>> points;
+  std::map<std::pair<std::string, double>, json> by_point;
   for (const json& point : out) {
-    for (const char* key :
-         {"policy", "offered_per_s", "achieved_per_s", "durable_p50_ns", "durable_p99_ns"}) {
+    for (const char* key : {"policy", "offered_per_s", "achieved_per_s", "durable_p50_ns",
+                            "durable_p99_ns", "durable_p99_ns_runs", "achieved_per_s_runs"}) {
       ASSERT_TRUE(point.contains(key)) << key << " missing: " << point.dump();
     }
+    ASSERT_EQ(point["durable_p99_ns_runs"].size(), 2u) << point.dump();
+    by_point[{point["policy"].get<std::string>(), point["offered_per_s"].get<double>()}] = point;
     points.insert({point["policy"].get<std::string>(), point["offered_per_s"].get<double>()});
     EXPECT_GT(point["achieved_per_s"].get<double>(), 0);
     EXPECT_GT(point["durable_p50_ns"].get<double>(), 0);
     EXPECT_GE(point["durable_p99_ns"].get<double>(), point["durable_p50_ns"].get<double>());
   }
   EXPECT_EQ(points.size(), out.size()) << "one object per (policy, rate)";
+  // The bar's ratio is taken run by run: adaptive's p99 over the best fixed policy's in the same
+  // run, median over the runs (two runs: their mean).
+  for (const double rate : {1'000.0, 5'000.0}) {
+    const json& adaptive = by_point.at({"adaptive", rate});
+    if (adaptive["best_fixed"].get<std::string>().empty()) continue;
+    const json& best = by_point.at({adaptive["best_fixed"].get<std::string>(), rate});
+    double sum = 0;
+    for (std::size_t k = 0; k < 2; ++k) {
+      sum += adaptive["durable_p99_ns_runs"][k].get<double>() /
+             best["durable_p99_ns_runs"][k].get<double>();
+    }
+    EXPECT_NEAR(adaptive["p99_over_best_fixed_same_run"]["median"].get<double>(), sum / 2,
+                1e-9 * sum)
+        << adaptive.dump();
+  }
 }
 
 TEST(ShmemBench, BadFlagsAreUsageErrorsThatNameTheFlag) {
