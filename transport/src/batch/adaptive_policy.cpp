@@ -29,7 +29,7 @@
 //    more records per second were made durable with it. Otherwise one flush in flight: natural
 //    batching while the device is busy. The first trial starts with the first flush (4 block
 //    pairs; a block is 8 submissions or completions, 5 ms at most); later ones (3 pairs) come
-//    after 16384 submissions, doubling to 2^20 while the verdict holds, or once the arrival rate
+//    after 2^16 submissions, doubling to 2^22 while the verdict holds, or once the arrival rate
 //    has moved 2x from the verdict's (after 1024 submissions at least).
 //  - gather_bytes: the smallest batch worth a flush of its own next to the ones in flight: the
 //    batch whose cost, shared among the p = max_in_flight slots, is covered by its own arrival
@@ -81,10 +81,12 @@ constexpr double kWideLatencyShare = 0.9;
 // ...or, overloaded, when this many more records per second are made durable with it.
 constexpr double kWideGain = 1.05;
 // Submissions between trials: doubling from the first while the verdict stays the same. Rare:
-// a trial costs the records of its worse side, and on a 2-vCPU VM the journal stays slower for
-// seconds after one (docs/batcher.md, "Measured").
-constexpr std::uint64_t kRetrialEveryMin = 16384;
-constexpr std::uint64_t kRetrialEveryMax = std::uint64_t{1} << 20;
+// a trial costs the records of its worse side, and after one the kernel keeps the io-wq workers
+// it started for the wide blocks for about 5 s, which on a 2-vCPU VM made flushes 50-90 us
+// slower at the median (docs/batcher.md, "Measured"). At 5k flushes/s: after 13 s, then 26 s,
+// ... up to every 14 minutes.
+constexpr std::uint64_t kRetrialEveryMin = std::uint64_t{1} << 16;
+constexpr std::uint64_t kRetrialEveryMax = std::uint64_t{1} << 22;
 // A trial also follows a change of the arrival rate by this factor since the last verdict, once
 // this many submissions have passed since it.
 constexpr double kRateChange = 2.0;
