@@ -606,8 +606,10 @@ int run_batch_sweep(const BatchSweepConfig& config) {
           const Verdict& v = verdicts[r];
           o["best_fixed"] = v.best_fixed;
           o["best_fixed_p99_ns"] = v.best_fixed_p99;
-          o["p99_over_best_fixed_same_run"] = {
-              {"median", v.p99_ratio.median}, {"min", v.p99_ratio.min}, {"max", v.p99_ratio.max}};
+          if (v.any_fixed_keeps_up) {  // Otherwise there is nothing to divide by.
+            o["p99_over_best_fixed_same_run"] = {
+                {"median", v.p99_ratio.median}, {"min", v.p99_ratio.min}, {"max", v.p99_ratio.max}};
+          }
           o["bar_p99_met"] = v.p99_ok;
         }
         out.push_back(std::move(o));

@@ -82,7 +82,7 @@ constexpr double kWideLatencyShare = 0.9;
 constexpr double kWideGain = 1.05;
 // Submissions between trials: doubling from the first while the verdict stays the same. Rare:
 // a trial costs the records of its worse side, and after one the kernel keeps the io-wq workers
-// it started for the wide blocks for about 5 s, which on a 2-vCPU VM made flushes 50-90 us
+// it started for the wide blocks for about 5 s, which on a 2-vCPU VM made flushes 40-90 us
 // slower at the median (docs/batcher.md, "Measured"). At 5k flushes/s: after 13 s, then 26 s,
 // ... up to every 14 minutes.
 constexpr std::uint64_t kRetrialEveryMin = std::uint64_t{1} << 16;
@@ -224,7 +224,7 @@ class AdaptiveFlush final : public FlushPolicy {
         utilisation_(std::clamp(options.utilisation_max, 0.05, 0.99)),
         window_ns_(std::max<std::int64_t>(1, options.rate_window.count())),
         records_(static_cast<double>(window_ns_)),
-        bytes_(static_cast<double>(std::max<std::int64_t>(1, options.rate_window.count()))),
+        bytes_(static_cast<double>(window_ns_)),
         cost_(static_cast<double>(std::max<std::int64_t>(0, options.initial_flush_fixed.count())),
               std::max(0.0, options.initial_flush_ns_per_byte),
               std::clamp(options.cost_weight, 1e-3, 1.0)) {
@@ -280,7 +280,6 @@ class AdaptiveFlush final : public FlushPolicy {
     if (state.in_flight == 0) {
       decision.flush_now = true;
       on_submit(state.now_ns);
-      decision.max_in_flight = std::max<std::uint32_t>(1, decision.max_in_flight);
       return decision;
     }
     const auto pending = static_cast<double>(state.pending_bytes);
