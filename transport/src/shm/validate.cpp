@@ -95,24 +95,31 @@ Result<ValidatedMeta> validate_header(const ChannelHeader& header, std::uint64_t
                 "{}: field 'record_bytes_max' is {}, expected 1..{} for capacity {}", path,
                 meta.record_bytes_max, record_bytes_max_limit(capacity), capacity);
   }
-  // Acquire (both): pairs with the release stores of the cursors; only a sanity check here, the
-  // owning roles re-read them when they attach.
-  const std::uint64_t head = header.consumer.head_position.load(std::memory_order_acquire);
+  // The cursors of a live channel move while they are read, and a reader can be descheduled
+  // between two loads: head is read on both sides of tail, so that the head at the instant tail
+  // was read lies in [head_before, head_after] (head only grows). Acquire (all three): pair with
+  // the consumer's and the producers' release stores of the cursors, and keep the three loads in
+  // this order; only a sanity check here, the owning roles re-read them when they attach.
+  const std::uint64_t head_before = header.consumer.head_position.load(std::memory_order_acquire);
   const std::uint64_t tail = header.producer.tail_position.load(std::memory_order_acquire);
-  if (head % kRecordAlign != 0 || tail % kRecordAlign != 0) {
+  const std::uint64_t head_after = header.consumer.head_position.load(std::memory_order_acquire);
+  if (head_before % kRecordAlign != 0 || head_after % kRecordAlign != 0 ||
+      tail % kRecordAlign != 0) {
     return fail(Errc::kCorrupted, 0, kWhere,
                 "{}: cursors 'head_position' {} / 'tail_position' {} are not 8-byte aligned", path,
-                head, tail);
+                head_before % kRecordAlign != 0 ? head_before : head_after, tail);
   }
   // A consumer may run ahead of tail_position by records whose producer has not yet published
   // (or, killed, never will publish) tail; either way the two are never more than a ring apart.
-  const std::uint64_t distance = head <= tail ? tail - head : head - tail;
+  // Corrupt only if no head in [head_before, head_after] is within a ring of tail.
   // Broadcast consumers keep their cursors in their slots; the shared head is unused.
-  if (!broadcast && distance > capacity) {
+  const bool tail_too_far = tail > head_after && tail - head_after > capacity;
+  const bool head_too_far = head_before > tail && head_before - tail > capacity;
+  if (!broadcast && (tail_too_far || head_too_far)) {
     return fail(Errc::kCorrupted, 0, kWhere,
                 "{}: cursors 'head_position' {} and 'tail_position' {} are more than a ring "
                 "({} bytes) apart",
-                path, head, tail, capacity);
+                path, tail_too_far ? head_after : head_before, tail, capacity);
   }
   return ValidatedMeta{static_cast<ChannelKind>(meta.kind),
                        capacity,
