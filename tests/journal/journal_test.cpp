@@ -456,6 +456,84 @@ TEST(JournalRecovery, BadRecordFollowedByLaterBatchesIsCorruption) {
       << reader->last_error().message();
 }
 
+// With several flushes in flight, the next segment can be named (and hold records) while the last
+// flush of the one before never landed, or landed only in part. Recovery keeps the earlier segment
+// up to its last valid record, drops the later one, zeroes what the torn flush left past the hole,
+// and continues right there: never at the dropped segment's offsets, which would write over the
+// kept records.
+TEST(JournalRecovery, NextSegmentNamedBeforeTheLastFlushLandedIsDroppedAndTheOneBeforeGoesOn) {
+  TempDir shm;
+  const std::uint64_t seed = test_seed();
+  const std::string base = shm.path() + "/base";
+  const JournalOptions layout = small_options(JournalSync::kNone);
+  // Where each record lands: segments roll when the next record does not fit.
+  std::vector<std::uint64_t> starts{0};  // starts[s]: file offset of record s.
+  std::vector<std::byte> payload;
+  std::uint64_t offset = journal::kSegmentHeaderBytes;
+  std::uint64_t segment = 0;
+  std::uint64_t second_start = 0;  // The first record of segment 1, then of segment 2.
+  std::uint64_t third_start = 0;
+  for (std::uint64_t sequence = 1; third_start == 0; ++sequence) {
+    payload_for(seed, sequence, payload);
+    const std::uint64_t span = journal::record_span(payload.size());
+    if (offset + span > layout.segment_bytes) {
+      ++segment;
+      offset = journal::kSegmentHeaderBytes;
+      (segment == 1 ? second_start : third_start) = sequence;
+    }
+    starts.push_back(offset);
+    offset += span;
+  }
+  ASSERT_GE(third_start - second_start, 8u);
+  // The last flushes: 5 records that end segment 1, then the first of segment 2 (framed before the
+  // roll-over's flush can complete, so it says that record `batch` was not durable yet).
+  const std::uint64_t batch = third_start - 5;
+  const std::uint64_t last = third_start;
+  {
+    JournalOptions options = small_options(JournalSync::kNone);
+    options.policy = make_fixed_flush(std::uint64_t{1} << 30, std::chrono::hours(1));
+    auto journal = Journal::open(base, std::move(options));
+    ASSERT_TRUE(journal) << journal.error().message();
+    for (std::uint64_t sequence = 1; sequence < batch; ++sequence) {
+      append_records(*journal, sequence, 1, seed);  // One flush each.
+    }
+    // The torn states below are what a crash can leave of these two flushes.
+    append_records(*journal, batch, last - batch + 1, seed);
+  }
+  auto segments = list_segments(base);
+  ASSERT_TRUE(segments);
+  ASSERT_EQ(segments->size(), 3u);
+  ASSERT_EQ((*segments)[2].first_sequence, third_start);
+  const std::string middle_name = fs::path((*segments)[1].path).filename().string();
+  const std::uint64_t middle_end = journal::kSegmentHeaderBytes + (*segments)[1].bytes;
+  for (const bool later_bytes_landed : {false, true}) {
+    SCOPED_TRACE(later_bytes_landed ? "a hole in the flush" : "the flush lost whole");
+    // Records batch and batch + 1 lost; with `later_bytes_landed`, the rest of the flush is there.
+    const std::uint64_t hole_end = later_bytes_landed ? starts[batch + 2] : middle_end;
+    const std::string dir = shm.path() + "/torn";
+    fs::remove_all(dir);
+    fs::copy(base, dir);
+    zero_range((fs::path(dir) / middle_name).string(), starts[batch], hole_end - starts[batch]);
+    const std::uint64_t kept = batch - 1;
+    {
+      auto journal = Journal::open(dir, small_options(JournalSync::kNone));
+      ASSERT_TRUE(journal) << journal.error().message();
+      EXPECT_EQ(journal->recovery().records, kept);
+      EXPECT_EQ(journal->recovery().dropped_segments, 1u);
+      ASSERT_EQ(journal->next_sequence(), kept + 1);
+      append_records(*journal, kept + 1, 2, seed);
+    }
+    expect_replay(dir, 1, kept + 2, seed);
+    auto report = verify_journal(dir);
+    ASSERT_TRUE(report);
+    EXPECT_TRUE(report->issues.empty()) << report->issues[0].what;
+    EXPECT_EQ(report->last_sequence, kept + 2);
+    auto listed = list_segments(dir);
+    ASSERT_TRUE(listed);
+    EXPECT_EQ(listed->size(), 2u);
+  }
+}
+
 TEST(JournalRecovery, SegmentHeaderDamageIsCorruption) {
   TempDir shm;
   const BatchedJournal base = make_batched(shm.path() + "/j", JournalSync::kNone, test_seed());

@@ -201,6 +201,16 @@ ScanResult scan_segments(const std::vector<std::string>& paths,
   result.segments.resize(paths.size());
   bool prefix_open = true;     // Still extending the valid prefix.
   std::uint64_t bad_span = 0;  // Bytes the bad record at the stop claims.
+  // Segment `i` cannot continue the prefix (its header is bad, or it does not start where the
+  // prefix ends): the prefix ends where segment i - 1 ends, so that recovery continues that one at
+  // its end, zeroes what a later write left past it there, and drops segment i and those after it.
+  // With no segment before it, nothing is kept (a stop at offset 0 of segment 0).
+  const auto stop_before = [&](std::size_t i) {
+    result.stopped = true;
+    prefix_open = false;
+    result.stop_segment = i == 0 ? 0 : i - 1;
+    result.stop_offset = i == 0 ? 0 : result.segments[i - 1].end_offset;
+  };
   for (std::size_t i = 0; i < paths.size(); ++i) {
     ScannedSegment& segment = result.segments[i];
     segment.path = paths[i];
@@ -221,10 +231,7 @@ ScanResult scan_segments(const std::vector<std::string>& paths,
     segment.end_offset = kSegmentHeaderBytes;
     if (!prefix_open) continue;
     if (!segment.header_valid) {
-      result.stopped = true;
-      result.stop_segment = i;
-      result.stop_offset = 0;
-      prefix_open = false;
+      stop_before(i);
       continue;
     }
     if (i == 0) {
@@ -237,10 +244,7 @@ ScanResult scan_segments(const std::vector<std::string>& paths,
                                    std::to_string(segment.header.first_sequence) + " (index " +
                                    std::to_string(segment.header.index) + "), expected " +
                                    std::to_string(result.next_sequence)});
-      result.stopped = true;
-      result.stop_segment = i;
-      result.stop_offset = 0;
-      prefix_open = false;
+      stop_before(i);
       continue;
     }
     const std::span<const std::byte> file =

@@ -1148,15 +1148,12 @@ Result<void> Journal::Impl::recover(const DirScan& found) {
   recovery.last_source_position = scan.last_source_position;
   if (scan.segments.empty()) return {};
   std::size_t keep = scan.segments.size();  // Segments kept (the last one is continued).
-  std::uint64_t resume_offset = scan.segments.back().end_offset;
-  std::uint64_t resume_chain = scan.segments.back().last_checksum;
   if (scan.stopped) {
     recovery.dropped_records = scan.tail_records + (scan.bad_record ? 1 : 0);
+    // A stop at offset 0 is only ever in the first segment (see scan_segments): nothing is kept.
     keep = scan.stop_offset == 0 ? scan.stop_segment : scan.stop_segment + 1;
     if (scan.stop_offset != 0) {
       const journal::ScannedSegment& segment = scan.segments[scan.stop_segment];
-      resume_offset = scan.stop_offset;
-      resume_chain = segment.last_checksum;
       // Zero the torn tail so that its records can never be mistaken for new ones.
       if (scan.tail_bytes != 0) {
         Fd fd(sys::ops().open(segment.path.c_str(), O_RDWR | O_CLOEXEC, 0));
@@ -1190,10 +1187,12 @@ Result<void> Journal::Impl::recover(const DirScan& found) {
   durable_source = scan.last_source_position;
   last_source = scan.last_source_position;
   if (keep == 0) return {};  // open() starts a new segment.
+  // The last segment kept is continued where its valid records end: after a stop, that is the
+  // stop (its torn tail now zero); never where a dropped segment's records ended.
   const journal::ScannedSegment& last = scan.segments[keep - 1];
   // O_DIRECT continues only on a block boundary; otherwise open() starts a new segment.
-  if (sync == JournalSync::kDirectDsync && resume_offset % kBlockBytes != 0) return {};
-  return reopen_segment(last, resume_offset, resume_chain);
+  if (sync == JournalSync::kDirectDsync && last.end_offset % kBlockBytes != 0) return {};
+  return reopen_segment(last, last.end_offset, last.last_checksum);
 }
 
 // ---- Public surface -------------------------------------------------------------------------
