@@ -62,7 +62,7 @@ TEST(AdaptivePolicyTest, RejectsEachBadOptionNamingTheField) {
     AdaptiveFlushOptions options;
     std::string field;
   };
-  std::vector<Case> cases(6);
+  std::vector<Case> cases(7);
   cases[0].options.latency_target_p99 = std::chrono::nanoseconds(0);
   cases[0].field = "latency_target_p99";
   cases[1].options.rate_window = std::chrono::nanoseconds(-5);
@@ -75,6 +75,8 @@ TEST(AdaptivePolicyTest, RejectsEachBadOptionNamingTheField) {
   cases[4].field = "max_in_flight_limit";
   cases[5].options.utilisation_max = 1.0;
   cases[5].field = "utilisation_max";
+  cases[6].options.io_workers = 65;
+  cases[6].field = "io_workers";
   for (const Case& c : cases) {
     const Result<void> checked = check_adaptive_flush_options(c.options);
     ASSERT_FALSE(checked.has_value()) << c.field;
@@ -383,12 +385,29 @@ TEST(AdaptivePolicyTest, KeepsSeveralFlushesInFlightWhereTheDeviceOverlapsThem) 
       sim::run(*policy, steady(100'000, 1'000 * kMs), parallel_disk(), 19, 0);
   EXPECT_GT(policy->stats().max_in_flight, 1u);
   EXPECT_GT(result.in_flight_max, 1u);
-  // On a device that serialises flushes, the probes do not stick.
+  // The wide verdict lifts the io-wq cap.
+  EXPECT_EQ(policy->stats().max_io_workers, 0u);
+  // On a device that serialises flushes, the probes do not stick, and the pool stays capped at
+  // the two workers one flush in flight uses (decisions say so, the statistics too).
   auto serial = make_adaptive_flush(AdaptiveFlushOptions{});
   const sim::Result serial_result =
       sim::run(*serial, steady(100'000, 1'000 * kMs), serial_disk(0.2), 19, 0);
   EXPECT_EQ(serial->stats().max_in_flight, 1u);
+  EXPECT_EQ(serial->stats().max_io_workers, 2u);
+  FlushState idle;
+  idle.now_ns = 2'000 * kMs;
+  EXPECT_EQ(serial->decide(idle).max_io_workers, 2u);
   EXPECT_EQ(serial_result.starving_decisions, 0u);
+  // Without trials (a limit of one slot), or told not to, the policy leaves the pool alone.
+  AdaptiveFlushOptions one_slot;
+  one_slot.max_in_flight_limit = 1;
+  EXPECT_EQ(make_adaptive_flush(one_slot)->decide(idle).max_io_workers, 0u);
+  AdaptiveFlushOptions uncapped;
+  uncapped.io_workers = 0;
+  EXPECT_EQ(make_adaptive_flush(uncapped)->decide(idle).max_io_workers, 0u);
+  AdaptiveFlushOptions three;
+  three.io_workers = 3;
+  EXPECT_EQ(make_adaptive_flush(three)->decide(idle).max_io_workers, 3u);
 }
 
 // A device (or a host) that shares its bandwidth among the flushes in flight: a flush submitted

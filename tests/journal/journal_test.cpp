@@ -5,14 +5,18 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -694,6 +698,73 @@ TEST(JournalPolicy, NaturalAndEveryFlushAtOnce) {
     EXPECT_EQ(journal->in_flight() + journal->durable_sequence(), 1u) << journal->policy_name();
     ASSERT_TRUE(journal->sync());
     EXPECT_EQ(journal->durable_sequence(), 1u);
+  }
+}
+
+// Flushes every record at once with up to eight in flight, and asks for an io-wq cap.
+class CappedWorkersPolicy : public FlushPolicy {
+ public:
+  explicit CappedWorkersPolicy(std::uint32_t workers) : workers_(workers) {}
+  void on_append(std::int64_t /*now_ns*/, std::uint64_t /*bytes*/) noexcept override {}
+  void on_flush_complete(const FlushCompletion& /*completion*/) noexcept override {}
+  FlushDecision decide(const FlushState& state) noexcept override {
+    FlushDecision decision;
+    decision.flush_now = state.pending_records != 0;
+    decision.max_in_flight = 8;
+    decision.max_io_workers = workers_;
+    return decision;
+  }
+  [[nodiscard]] FlushPolicyStats stats() const noexcept override { return {}; }
+  [[nodiscard]] const char* name() const noexcept override { return "capped"; }
+
+ private:
+  std::uint32_t workers_;
+};
+
+// io-wq workers of thread `tid` (the kernel names them iou-wrk-TID).
+std::uint32_t io_workers_of(pid_t tid) {
+  std::uint32_t count = 0;
+  const std::string name = "iou-wrk-" + std::to_string(tid);
+  for (const auto& task : fs::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string line;
+    if (std::getline(comm, line) && line == name) ++count;
+  }
+  return count;
+}
+
+// The journal applies the cap a policy asks for to its ring's io-wq pool: with eight flushes
+// (write + fdatasync) in flight on a disk, no more workers than the cap run them. On a thread of
+// its own, so that no worker started by an earlier test (the pool belongs to the thread) counts.
+TEST(JournalPolicy, IoWorkerCapAskedByThePolicyBoundsTheKernelsPool) {
+  DiskDir disk;
+  for (const std::uint32_t cap : {0u, 1u}) {
+    std::uint32_t workers_max = 0;
+    std::uint32_t reported = 99;
+    std::thread runner([&] {
+      JournalOptions options = small_options(JournalSync::kWriteFdatasync);
+      options.policy = std::make_unique<CappedWorkersPolicy>(cap);
+      options.segment_bytes = 4 << 20;
+      auto journal = Journal::open(disk.path() + "/j" + std::to_string(cap), std::move(options));
+      ASSERT_TRUE(journal) << journal.error().message();
+      const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      std::vector<std::byte> payload(512, std::byte{7});
+      for (int i = 0; i < 2000; ++i) {
+        ASSERT_TRUE(journal->append(payload));
+        if (i % 16 == 0) workers_max = std::max(workers_max, io_workers_of(tid));
+      }
+      ASSERT_TRUE(journal->sync());
+      reported = journal->stats().policy.max_io_workers;
+    });
+    runner.join();
+    EXPECT_EQ(reported, cap);
+    if (cap != 0) {
+      EXPECT_LE(workers_max, cap);
+    } else {
+      // Uncapped, the count depends on the disk; shown, not judged.
+      std::printf("[ INFO     ] uncapped: up to %u io-wq workers with 8 flushes in flight\n",
+                  workers_max);
+    }
   }
 }
 

@@ -83,11 +83,11 @@ TEST(ShmemBenchDurable, AnyPolicyCanDriveTheRecorders) {
 
 TEST(ShmemBenchBatchSweep, JsonHasOneObjectPerPolicyAndRate) {
   DiskDir disk;
-  const std::vector<std::string> policies = {"adaptive", "adaptive-x1", "natural", "every",
-                                             "fixed-16KiB-200us"};
+  const std::vector<std::string> policies = {"adaptive", "adaptive-x1", "adaptive-x2-w0",
+                                             "natural",  "every",       "fixed-16KiB-200us"};
   const json out = parse(
       shmem_bench({"batch-sweep", "--json", "--dir", disk.path(), "--rates", "1k,5k", "--policies",
-                   "adaptive,adaptive-x1,natural,every,"
+                   "adaptive,adaptive-x1,adaptive-x2-w0,natural,every,"
                    "fixed-16KiB-200us",
                    "--duration", "0.4", "--warmup", "0.1", "--min-records", "200", "--runs", "2"}));
   ASSERT_TRUE(out.is_array());
@@ -134,6 +134,9 @@ TEST(ShmemBench, BadFlagsAreUsageErrorsThatNameTheFlag) {
       {{"batch-sweep", "--policies", "fixed-64KiB"}, "--policies"},
       {{"batch-sweep", "--policies", "adaptive-x0"}, "--policies"},
       {{"batch-sweep", "--policies", "adaptive-x65"}, "--policies"},
+      {{"batch-sweep", "--policies", "adaptive-w65"}, "--policies"},
+      {{"batch-sweep", "--policies", "adaptive-w2-w3"}, "--policies"},
+      {{"batch-sweep", "--policies", "adaptive-x2-"}, "--policies"},
       {{"durable", "--policy", "adaptive-2"}, "--policy"},
       {{"batch-sweep", "--rates", "-5"}, "--rates"},
   };

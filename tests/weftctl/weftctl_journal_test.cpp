@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/test_support.hpp"
+#include "weft/adaptive_policy.hpp"
 #include "weft/journal.hpp"
 #include "weft/recorder.hpp"
 #include "weft/spsc.hpp"
@@ -73,7 +74,11 @@ class WeftctlJournalTest : public ::testing::Test {
 TEST_F(WeftctlJournalTest, ShowLsAndMetricsReportTheRecorder) {
   auto producer = SpscProducer::create("orders", dir_.channel_options(1 << 16));
   ASSERT_TRUE(producer) << producer.error().message();
-  auto recorder = Recorder::open("orders", root_ + "/orders", recorder_options());
+  // The adaptive batcher, whose choices include an io-wq cap (two workers until a trial shows
+  // that more flushes in flight pay).
+  RecorderOptions options = recorder_options();
+  options.journal.policy = make_adaptive_flush(AdaptiveFlushOptions{});
+  auto recorder = Recorder::open("orders", root_ + "/orders", std::move(options));
   ASSERT_TRUE(recorder) << recorder.error().message();
   for (int i = 0; i < 10; ++i) {
     ASSERT_EQ(producer->try_send(bytes_of("record " + std::to_string(i))), SendStatus::kOk);
@@ -98,6 +103,7 @@ TEST_F(WeftctlJournalTest, ShowLsAndMetricsReportTheRecorder) {
   EXPECT_EQ(j["records_durable"], 10);
   EXPECT_TRUE(j["batcher"]["gather_bytes"].is_number());
   EXPECT_TRUE(j["batcher"]["max_in_flight"].is_number());
+  EXPECT_EQ(j["batcher"]["max_io_workers"], 2);
   const Ran text = ctl({"show", "orders"});
   EXPECT_NE(text.out.find("batcher:"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("durable position " + std::to_string(durable_at)), std::string::npos)
@@ -116,6 +122,7 @@ TEST_F(WeftctlJournalTest, ShowLsAndMetricsReportTheRecorder) {
            std::string("weft_recorder_up{channel=\"orders\"} 1"),
            std::string("weft_journal_durable_records_total{channel=\"orders\"} 10"),
            std::string("weft_batcher_gather_bytes{channel=\"orders\"}"),
+           std::string("weft_batcher_max_io_workers{channel=\"orders\"} 2"),
            "weft_journal_last_sequence{journal=\"" + root_ + "/orders\"} 10",
            "weft_journal_segments{journal=\"" + root_ + "/orders\"} ",
        }) {

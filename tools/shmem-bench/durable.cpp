@@ -520,7 +520,8 @@ CLI::App* add_durable_subcommand(CLI::App& app, DurableConfig& config) {
       ->check(CLI::IsMember({"spin", "sleep"}));
   durable->add_option(
       "--policy", config.policy,
-      "The recorders' flush policy: natural (default), adaptive[-x<in flight>], every or "
+      "The recorders' flush policy: natural (default), adaptive[-x<in flight>][-w<io-wq "
+      "workers>], every or "
       "fixed-<bytes>-<delay>[-x<in flight>]");
   durable
       ->add_option("--shards", config.shards,

@@ -72,9 +72,10 @@ PolicySpec parse_policy(const std::string& name, const std::string& flag) {
   }
   const auto bad = [&] {
     return UsageError(fmt::format(
-        "{} '{}': expected adaptive[-x<n>], natural, every or fixed-<bytes>-<delay>[-x<n>], as "
-        "in adaptive-x1, fixed-64KiB-1ms or fixed-256KiB-2ms-x4 (n: flushes in flight at most, "
-        "1 to 64)",
+        "{} '{}': expected adaptive[-x<n>][-w<m>], natural, every or "
+        "fixed-<bytes>-<delay>[-x<n>], as in adaptive-x1, adaptive-w0, fixed-64KiB-1ms or "
+        "fixed-256KiB-2ms-x4 (n: flushes in flight at most, 1 to 64; m: the adaptive policy's "
+        "io-wq worker cap, 0 for none, to 64)",
         flag, name));
   };
   // "x<n>": at most n flushes in flight, 1..64.
@@ -89,7 +90,24 @@ PolicySpec parse_policy(const std::string& name, const std::string& flag) {
   };
   if (name.rfind("adaptive-", 0) == 0) {
     spec.adaptive = true;
-    spec.in_flight = in_flight(name.substr(9));
+    spec.in_flight = 0;
+    bool workers_given = false;
+    std::size_t start = 9;
+    while (start <= name.size()) {
+      const std::size_t dash = std::min(name.find('-', start), name.size());
+      const std::string part = name.substr(start, dash - start);
+      if (!part.empty() && part[0] == 'x' && spec.in_flight == 0) {
+        spec.in_flight = in_flight(part);
+      } else if (part.size() >= 2 && part.size() <= 3 && part[0] == 'w' && !workers_given &&
+                 part.find_first_not_of("0123456789", 1) == std::string::npos &&
+                 std::stoul(part.substr(1)) <= 64) {
+        spec.io_workers = static_cast<std::int32_t>(std::stoul(part.substr(1)));
+        workers_given = true;
+      } else {
+        throw bad();
+      }
+      start = dash + 1;
+    }
     return spec;
   }
   if (name.rfind("fixed-", 0) != 0) throw bad();
@@ -117,6 +135,7 @@ std::unique_ptr<weft::FlushPolicy> make_policy(const PolicySpec& spec, double ta
     options.latency_target_p99 =
         std::chrono::nanoseconds(static_cast<std::int64_t>(target_ms * 1e6));
     if (spec.in_flight != 0) options.max_in_flight_limit = spec.in_flight;
+    if (spec.io_workers >= 0) options.io_workers = static_cast<std::uint32_t>(spec.io_workers);
     return weft::make_adaptive_flush(options);
   }
   if (spec.natural) return weft::make_natural_flush();

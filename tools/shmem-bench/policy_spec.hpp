@@ -1,5 +1,6 @@
-// Flush policies named on the command line: adaptive[-x<in flight>] | natural | every |
-// fixed-<bytes>-<delay>[-x<in flight>], as in adaptive-x1, fixed-64KiB-1ms or fixed-256KiB-2ms-x4.
+// Flush policies named on the command line: adaptive[-x<in flight>][-w<io-wq workers>] | natural |
+// every | fixed-<bytes>-<delay>[-x<in flight>], as in adaptive-x1, adaptive-w0, fixed-64KiB-1ms or
+// fixed-256KiB-2ms-x4.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +18,8 @@ struct PolicySpec {
   bool natural = false;
   std::uint64_t bytes = 0;
   std::int64_t delay_ns = 0;
-  std::uint32_t in_flight = 1;  // Adaptive: its max_in_flight_limit (0: the policy's default).
+  std::uint32_t in_flight = 1;   // Adaptive: its max_in_flight_limit (0: the policy's default).
+  std::int32_t io_workers = -1;  // Adaptive: its io_workers cap (-1: the policy's default).
 };
 
 // Parses a policy name; a bad one throws UsageError naming `flag` and the accepted forms.

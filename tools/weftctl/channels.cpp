@@ -387,7 +387,8 @@ json to_json(const inspect::ChannelSnapshot& s) {
                       {"flush_cost_spread_ns", jr.policy.flush_cost_spread_ns},
                       {"gather_bytes", jr.policy.gather_bytes},
                       {"max_delay_ns", jr.policy.max_delay_ns},
-                      {"max_in_flight", jr.policy.max_in_flight}}}};
+                      {"max_in_flight", jr.policy.max_in_flight},
+                      {"max_io_workers", jr.policy.max_io_workers}}}};
   } else {
     j["journal"] = nullptr;  // No recorder has attached.
   }
@@ -524,9 +525,13 @@ void print_show(const inspect::ChannelSnapshot& s, std::optional<double> rate) {
       "{:.3f} ns/byte (spread {:.0f} ns)\n",
       j.policy.arrival_records_per_s, j.policy.arrival_bytes_per_s, j.policy.flush_fixed_ns,
       j.policy.flush_ns_per_byte, j.policy.flush_cost_spread_ns);
-  fmt::print("  choices: gather {} bytes, wait at most {:.1f} us, {} flushes in flight at most\n",
-             j.policy.gather_bytes, static_cast<double>(j.policy.max_delay_ns) / 1e3,
-             j.policy.max_in_flight);
+  fmt::print(
+      "  choices: gather {} bytes, wait at most {:.1f} us, {} flushes in flight at most, io-wq "
+      "workers {}\n",
+      j.policy.gather_bytes, static_cast<double>(j.policy.max_delay_ns) / 1e3,
+      j.policy.max_in_flight,
+      j.policy.max_io_workers == 0 ? std::string("(kernel's limit)")
+                                   : std::to_string(j.policy.max_io_workers));
 }
 
 // Where the channel's pages are (issue 8): what its creator asked for, from the header, and what

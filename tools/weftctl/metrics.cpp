@@ -159,6 +159,8 @@ void declare(Exposition& e) {
            "The batcher's choice: longest wait of the oldest pending record");
   e.family("weft_batcher_max_flushes_in_flight", "gauge",
            "The batcher's choice: flushes in flight at once");
+  e.family("weft_batcher_max_io_workers", "gauge",
+           "io-wq workers allowed to run the journal's writes and fsyncs (0: the kernel's limit)");
   e.family("weft_journal_up", "gauge",
            "1 when the journal's segments could be read, 0 when not (see weftctl journal verify)");
   e.family("weft_journal_segments", "gauge", "Segment files of the journal");
@@ -256,6 +258,7 @@ void add_channel(Exposition& e, const inspect::ChannelSnapshot& s) {
     e.sample("weft_batcher_max_delay_seconds", ch,
              static_cast<double>(j.policy.max_delay_ns) / 1e9);
     e.sample("weft_batcher_max_flushes_in_flight", ch, std::uint64_t{j.policy.max_in_flight});
+    e.sample("weft_batcher_max_io_workers", ch, std::uint64_t{j.policy.max_io_workers});
   }
   for (const inspect::Status st : {inspect::Status::kOk, inspect::Status::kBackPressured,
                                    inspect::Status::kStuck, inspect::Status::kStale}) {

@@ -42,6 +42,11 @@ struct AdaptiveFlushOptions {
   // least 10% sooner with them, or overloaded, 5% more records made durable per second. 1: no
   // trials. In [1, 64].
   std::uint32_t max_in_flight_limit = 4;
+  // io-wq workers (kernel threads that run the journal's blocking writes and fsyncs) allowed while
+  // one flush in flight is the verdict, the trials' wide blocks included; a wide verdict lifts the
+  // cap. Workers that a burst of flushes starts outlive it by about 5 s, and a larger pool made
+  // flushes slower where measured (docs/batcher.md). 0: never cap (the kernel's limit). In [0, 64].
+  std::uint32_t io_workers = 2;
   // Upper bound on the disk utilisation the policy plans for when it sizes a batch (the rest is
   // headroom for noise). In (0, 1).
   double utilisation_max = 0.9;

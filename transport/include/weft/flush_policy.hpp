@@ -31,6 +31,11 @@ struct FlushDecision {
   bool flush_now = false;
   std::int64_t recheck_at_ns = 0;
   std::uint32_t max_in_flight = 1;
+  // io-wq workers (the kernel threads that run the journal's blocking writes and fsyncs) allowed
+  // at once; 0: the kernel's limit. Workers the kernel starts for a burst of flushes in flight stay
+  // for about 5 s after it, and flushes handed round a larger pool were slower where measured
+  // (docs/batcher.md): a policy that tries more slots than it keeps caps the pool.
+  std::uint32_t max_io_workers = 0;
 };
 
 // One completed flush: submitted at submit_ns, durable at complete_ns.
@@ -46,12 +51,13 @@ struct FlushCompletion {
 struct FlushPolicyStats {
   double arrival_records_per_s = 0;  // EMA of the arrival rate.
   double arrival_bytes_per_s = 0;
-  double flush_fixed_ns = 0;        // Fitted flush cost: fixed part...
-  double flush_ns_per_byte = 0;     // ...and per-byte part.
-  double flush_cost_spread_ns = 0;  // EMA of the absolute deviation of flush cost from the fit.
-  std::uint64_t gather_bytes = 0;   // Current choice: bytes to gather before flushing.
-  std::int64_t max_delay_ns = 0;    // Current choice: longest wait of the oldest pending record.
-  std::uint32_t max_in_flight = 0;  // Current choice: flushes in flight at once.
+  double flush_fixed_ns = 0;         // Fitted flush cost: fixed part...
+  double flush_ns_per_byte = 0;      // ...and per-byte part.
+  double flush_cost_spread_ns = 0;   // EMA of the absolute deviation of flush cost from the fit.
+  std::uint64_t gather_bytes = 0;    // Current choice: bytes to gather before flushing.
+  std::int64_t max_delay_ns = 0;     // Current choice: longest wait of the oldest pending record.
+  std::uint32_t max_in_flight = 0;   // Current choice: flushes in flight at once.
+  std::uint32_t max_io_workers = 0;  // Current choice: io-wq workers at once (0: the kernel's).
 };
 
 class WEFT_EXPORT FlushPolicy {

@@ -30,7 +30,9 @@
 //    batching while the device is busy. The first trial starts with the first flush (4 block
 //    pairs; a block is 8 submissions or completions, 5 ms at most); later ones (3 pairs) come
 //    after 2^16 submissions, doubling to 2^22 while the verdict holds, or once the arrival rate
-//    has moved 2x from the verdict's (after 1024 submissions at least).
+//    has moved 2x from the verdict's (after 1024 submissions at least). Until a wide verdict,
+//    the journal's io-wq pool is capped at two workers, the trials' wide blocks included: the
+//    workers a wide block would start outlive it by seconds, and a larger pool was slower.
 //  - gather_bytes: the smallest batch worth a flush of its own next to the ones in flight: the
 //    batch whose cost, shared among the p = max_in_flight slots, is covered by its own arrival
 //    time at `utilisation_max`: fixed*rate/(p*u - per_byte*rate). At low load that is one record;
@@ -221,6 +223,7 @@ class AdaptiveFlush final : public FlushPolicy {
       : target_ns_(
             static_cast<double>(std::max<std::int64_t>(1, options.latency_target_p99.count()))),
         limit_(std::clamp<std::uint32_t>(options.max_in_flight_limit, 1, 64)),
+        io_workers_(std::min<std::uint32_t>(options.io_workers, 64)),
         utilisation_(std::clamp(options.utilisation_max, 0.05, 0.99)),
         window_ns_(std::max<std::int64_t>(1, options.rate_window.count())),
         records_(static_cast<double>(window_ns_)),
@@ -275,6 +278,7 @@ class AdaptiveFlush final : public FlushPolicy {
     }
     FlushDecision decision;
     decision.max_in_flight = max_in_flight_;
+    decision.max_io_workers = io_workers();
     if (state.pending_records == 0 && state.pending_bytes == 0) return decision;
     // The device is idle: waiting cannot help anyone (see the opening comment).
     if (state.in_flight == 0) {
@@ -332,6 +336,7 @@ class AdaptiveFlush final : public FlushPolicy {
     s.max_delay_ns = max_delay_ns_;
     // The slot count the last trial chose (a trial in progress tries both).
     s.max_in_flight = slots(verdict_wide_);
+    s.max_io_workers = io_workers();
     return s;
   }
 
@@ -348,6 +353,12 @@ class AdaptiveFlush final : public FlushPolicy {
   };
 
   [[nodiscard]] std::uint32_t slots(bool wide) const noexcept { return wide ? limit_ : 1; }
+  // The io-wq cap (options.io_workers) until a trial keeps the wide slot count; none without
+  // trials. One flush in flight needs a worker for its write and one for its fdatasync; without
+  // the cap a wide block starts a worker per flush, which the kernel keeps for about 5 s.
+  [[nodiscard]] std::uint32_t io_workers() const noexcept {
+    return limit_ > 1 && !verdict_wide_ ? io_workers_ : 0;
+  }
 
   [[nodiscard]] double cost_high_ns(double bytes) const noexcept {
     return cost_.predict_ns(bytes) + kSpreadToP99 * cost_.spread_ns();
@@ -557,6 +568,7 @@ class AdaptiveFlush final : public FlushPolicy {
   // Options.
   double target_ns_;
   std::uint32_t limit_;
+  std::uint32_t io_workers_;  // The io-wq cap while one slot is the verdict.
   double utilisation_;
   std::int64_t window_ns_;
   // Estimates.
@@ -627,6 +639,10 @@ Result<void> check_adaptive_flush_options(const AdaptiveFlushOptions& options) n
   if (options.max_in_flight_limit < 1 || options.max_in_flight_limit > 64) {
     return detail::fail(Errc::kInvalidArgument, 0, kWhere,
                         "max_in_flight_limit is {}: give 1 to 64", options.max_in_flight_limit);
+  }
+  if (options.io_workers > 64) {
+    return detail::fail(Errc::kInvalidArgument, 0, kWhere,
+                        "io_workers is {}: give 0 (no cap) to 64", options.io_workers);
   }
   if (!(options.utilisation_max > 0 && options.utilisation_max < 1)) {
     return detail::fail(Errc::kInvalidArgument, 0, kWhere,

@@ -478,6 +478,7 @@ ChannelSnapshot ChannelView::snapshot(bool liveness) const {
       j.policy.gather_bytes = block.gather_bytes.load(std::memory_order_relaxed);
       j.policy.max_delay_ns = block.max_delay_ns.load(std::memory_order_relaxed);
       j.policy.max_in_flight = block.max_in_flight.load(std::memory_order_relaxed);
+      j.policy.max_io_workers = block.max_io_workers.load(std::memory_order_relaxed);
       j.in_flight = block.in_flight.load(std::memory_order_relaxed);
       j.flushes = block.flushes.load(std::memory_order_relaxed);
       j.bytes_durable = block.bytes_durable.load(std::memory_order_relaxed);

@@ -345,6 +345,12 @@ struct Journal::Impl {
   std::int64_t oldest_pending_ns = 0;
   std::int64_t recheck_at_ns = 0;
   std::uint32_t max_in_flight = 1;
+  // The io-wq worker cap the policy asked for and the one in effect (0: the kernel's limit), and
+  // the kernel's own bounded limit, read back when the first cap is set.
+  std::uint32_t io_workers_asked = 0;
+  std::uint32_t io_workers_applied = 0;
+  std::uint32_t io_workers_kernel = 0;
+  bool io_workers_unsupported = false;
 
   Op ops[kOpsMax];
   std::uint32_t ops_head = 0;  // Oldest flush in flight.
@@ -693,6 +699,7 @@ struct Journal::Impl {
   Result<void> reap(bool* progressed);
   Result<void> handle(std::uint64_t user_data, int result);
   Result<void> consult();
+  void cap_io_workers(std::uint32_t workers) noexcept;
   Result<void> wait_for_completion(std::int64_t deadline_ns);
   // Reaps completions, waiting for more, until `done()` (which something in flight must bring).
   template <class Done>
@@ -969,6 +976,7 @@ Result<void> Journal::Impl::consult() {
   state.oldest_pending_ns = oldest_pending_ns;
   state.in_flight = flushes_in_flight();
   const FlushDecision decision = policy->decide(state);
+  if (decision.max_io_workers != io_workers_asked) cap_io_workers(decision.max_io_workers);
   recheck_at_ns = decision.recheck_at_ns;
   max_in_flight = std::clamp<std::uint32_t>(decision.max_in_flight, 1, kOpsMax);
   if (decision.flush_now && pending != 0 && flushes_in_flight() < max_in_flight &&
@@ -976,6 +984,25 @@ Result<void> Journal::Impl::consult() {
     return submit_pending();
   }
   return {};
+}
+
+// Bounded io-wq workers (regular-file writes, fsyncs, renames) of the ring: `workers`, or with 0
+// the kernel's limit again. Only a bound on new work: workers that exist idle out by themselves.
+// A kernel without IORING_REGISTER_IOWQ_MAX_WORKERS (before 5.15) keeps its limit; that changes
+// only speed, so it is not an error (stats show 0).
+void Journal::Impl::cap_io_workers(std::uint32_t workers) noexcept {
+  io_workers_asked = workers;
+  if (io_workers_unsupported) return;
+  if (workers == 0 && io_workers_applied == 0) return;
+  unsigned values[2] = {workers != 0 ? workers : io_workers_kernel, 0};  // {bounded, unbounded}
+  if (values[0] == 0) return;
+  if (io_uring_register_iowq_max_workers(&ring, values) < 0) {
+    io_workers_unsupported = true;
+    return;
+  }
+  // The previous limits come back in `values`: the first time, the kernel's own.
+  if (io_workers_applied == 0) io_workers_kernel = values[0];
+  io_workers_applied = workers;
 }
 
 Result<void> Journal::Impl::wait_for_completion(std::int64_t deadline_ns) {
@@ -1388,6 +1415,7 @@ const RecoveryReport& Journal::recovery() const noexcept { return impl_->recover
 JournalStats Journal::stats() const noexcept {
   JournalStats out = impl_->stats;
   out.policy = impl_->policy->stats();
+  out.policy.max_io_workers = impl_->io_workers_applied;  // What is in effect.
   {
     std::lock_guard lock(impl_->spare_mutex);
     out.spares_zeroed = impl_->spares_zeroed;

@@ -180,6 +180,7 @@ struct Recorder::Impl {
     block.gather_bytes.store(s.policy.gather_bytes, std::memory_order_relaxed);
     block.max_delay_ns.store(s.policy.max_delay_ns, std::memory_order_relaxed);
     block.max_in_flight.store(s.policy.max_in_flight, std::memory_order_relaxed);
+    block.max_io_workers.store(s.policy.max_io_workers, std::memory_order_relaxed);
     block.in_flight.store(journal.in_flight(), std::memory_order_relaxed);
     block.flushes.store(s.flushes, std::memory_order_relaxed);
     block.bytes_durable.store(s.durable_bytes, std::memory_order_relaxed);
@@ -505,6 +506,7 @@ RecorderStatus recorder_status(const Channel& channel) noexcept {
     out.policy.gather_bytes = block.gather_bytes.load(std::memory_order_relaxed);
     out.policy.max_delay_ns = block.max_delay_ns.load(std::memory_order_relaxed);
     out.policy.max_in_flight = block.max_in_flight.load(std::memory_order_relaxed);
+    out.policy.max_io_workers = block.max_io_workers.load(std::memory_order_relaxed);
     out.in_flight = block.in_flight.load(std::memory_order_relaxed);
     out.flushes = block.flushes.load(std::memory_order_relaxed);
     out.bytes_durable = block.bytes_durable.load(std::memory_order_relaxed);

@@ -197,8 +197,9 @@ struct alignas(kFalseSharingRange) JournalStatsBlock {
   std::atomic<std::uint64_t> flushes;        // Flushes that became durable.
   std::atomic<std::uint64_t> bytes_durable;  // Framed bytes made durable.
   std::atomic<std::uint64_t> records_durable;
-  std::atomic<std::uint64_t> errors;   // Write or fsync failures (each stops the recorder).
-  std::atomic<std::uint64_t> retries;  // Short writes and -EAGAIN resubmitted.
+  std::atomic<std::uint64_t> errors;          // Write or fsync failures (each stops the recorder).
+  std::atomic<std::uint64_t> retries;         // Short writes and -EAGAIN resubmitted.
+  std::atomic<std::uint32_t> max_io_workers;  // io-wq cap in effect (0: the kernel's limit).
 };
 
 struct ChannelHeader {
@@ -319,6 +320,7 @@ static_assert(sizeof(JournalStatsBlock) == kFalseSharingRange, "one block");
 static_assert(offsetof(DurableBlock, durable_sequence) == 8, "layout in shm-layout.md");
 static_assert(offsetof(JournalStatsBlock, flushes) == 72, "layout in shm-layout.md");
 static_assert(offsetof(JournalStatsBlock, retries) == 104, "layout in shm-layout.md");
+static_assert(offsetof(JournalStatsBlock, max_io_workers) == 112, "layout in shm-layout.md");
 static_assert(std::atomic<std::int64_t>::is_always_lock_free, "see above");
 static_assert(offsetof(ConsumerBlock, records_consumed) == 32, "layout in shm-layout.md");
 static_assert(offsetof(ConsumerBlock, zeroing_end) == 40, "layout in shm-layout.md");
