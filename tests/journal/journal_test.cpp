@@ -747,7 +747,7 @@ TEST(JournalPolicy, IoWorkerCapAskedByThePolicyBoundsTheKernelsPool) {
       options.segment_bytes = 4 << 20;
       auto journal = Journal::open(disk.path() + "/j" + std::to_string(cap), std::move(options));
       ASSERT_TRUE(journal) << journal.error().message();
-      const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      const auto tid = static_cast<pid_t>(::syscall(SYS_gettid));
       std::vector<std::byte> payload(512, std::byte{7});
       for (int i = 0; i < 2000; ++i) {
         ASSERT_TRUE(journal->append(payload));

@@ -451,7 +451,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
         });
         runner.join();
         if (failure) std::rethrow_exception(failure);
-        results[p][r].push_back(std::move(*outcome));
+        results[p][r].push_back(*outcome);
         std::error_code ignored;
         std::filesystem::remove_all(dir, ignored);
       }
