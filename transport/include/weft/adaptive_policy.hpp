@@ -45,7 +45,9 @@ struct AdaptiveFlushOptions {
   // io-wq workers (kernel threads that run the journal's blocking writes and fsyncs) allowed while
   // one flush in flight is the verdict, the trials' wide blocks included; a wide verdict lifts the
   // cap. Workers that a burst of flushes starts outlive it by about 5 s, and a larger pool made
-  // flushes slower where measured (docs/batcher.md). 0: never cap (the kernel's limit). In [0, 64].
+  // flushes slower where measured (docs/batcher.md). Linux keeps one pool per thread: journals
+  // appended from one thread share it and its cap (weft-recorder gives each shard a thread of its
+  // own). 0: never cap (the kernel's limit). In [0, 64].
   std::uint32_t io_workers = 2;
   // Upper bound on the disk utilisation the policy plans for when it sizes a batch (the rest is
   // headroom for noise). In (0, 1).

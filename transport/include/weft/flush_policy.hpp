@@ -34,7 +34,9 @@ struct FlushDecision {
   // io-wq workers (the kernel threads that run the journal's blocking writes and fsyncs) allowed
   // at once; 0: the kernel's limit. Workers the kernel starts for a burst of flushes in flight stay
   // for about 5 s after it, and flushes handed round a larger pool were slower where measured
-  // (docs/batcher.md): a policy that tries more slots than it keeps caps the pool.
+  // (docs/batcher.md): a policy that tries more slots than it keeps caps the pool. Linux keeps
+  // one pool per thread for all its rings, so the cap also bounds the appending thread's other
+  // io_uring file I/O while the journal is open; closing the journal lifts it.
   std::uint32_t max_io_workers = 0;
 };
 

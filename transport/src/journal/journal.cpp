@@ -398,6 +398,8 @@ struct Journal::Impl {
     }
     spare_cv.notify_all();
     if (spare_thread.joinable()) spare_thread.join();
+    // The pool is the appending thread's, shared with its other rings: give its limit back.
+    if (ring_ready) cap_io_workers(0);
     if (ring_ready) io_uring_queue_exit(&ring);
     std::free(buffer_memory);
     std::free(header_block);
