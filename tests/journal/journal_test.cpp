@@ -777,8 +777,9 @@ TEST(JournalPolicy, IoWorkerCapAskedByThePolicyBoundsTheKernelsPool) {
   EXPECT_EQ(after.second, 0u);
   EXPECT_LE(capped.first, 1u);
   // How many workers an uncapped pool starts depends on the disk; judged against the same run's
-  // first uncapped journal: if it needed more than one, so does one opened after the cap closed.
-  if (uncapped.first > 1) {
+  // first uncapped journal: where it needed several (8 here), one opened after the capped journal
+  // closed needs more than one.
+  if (uncapped.first >= 4) {
     EXPECT_GT(after.first, 1u) << "the cap outlived the journal that set it";
   }
 }
