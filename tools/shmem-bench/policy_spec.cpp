@@ -52,6 +52,17 @@ std::optional<std::int64_t> parse_delay(std::string t) {
   return std::stoll(t) * scale;
 }
 
+// The dash-separated parts of name from `from` on: "64KiB-1ms-x4" -> {"64KiB", "1ms", "x4"}.
+std::vector<std::string> split_dashes(const std::string& name, std::size_t from) {
+  std::vector<std::string> parts;
+  while (from <= name.size()) {
+    const std::size_t dash = std::min(name.find('-', from), name.size());
+    parts.push_back(name.substr(from, dash - from));
+    from = dash + 1;
+  }
+  return parts;
+}
+
 }  // namespace
 
 PolicySpec parse_policy(const std::string& name, const std::string& flag) {
@@ -78,46 +89,32 @@ PolicySpec parse_policy(const std::string& name, const std::string& flag) {
         "io-wq worker cap, 0 for none, to 64)",
         flag, name));
   };
-  // "x<n>": at most n flushes in flight, 1..64.
-  const auto in_flight = [&](const std::string& part) {
-    if (part.size() < 2 || part[0] != 'x' ||
-        part.find_first_not_of("0123456789", 1) != std::string::npos || part.size() > 3) {
+  // "<letter><n>" with n in [least, 64]: "x4" (flushes in flight), "w0" (io-wq workers).
+  const auto count = [&](const std::string& part, char letter, std::uint32_t least) {
+    if (part.size() < 2 || part.size() > 3 || part[0] != letter ||
+        part.find_first_not_of("0123456789", 1) != std::string::npos) {
       throw bad();
     }
     const auto n = static_cast<std::uint32_t>(std::stoul(part.substr(1)));
-    if (n == 0 || n > 64) throw bad();
+    if (n < least || n > 64) throw bad();
     return n;
   };
   if (name.rfind("adaptive-", 0) == 0) {
     spec.adaptive = true;
     spec.in_flight = 0;
-    bool workers_given = false;
-    std::size_t start = 9;
-    while (start <= name.size()) {
-      const std::size_t dash = std::min(name.find('-', start), name.size());
-      const std::string part = name.substr(start, dash - start);
+    for (const std::string& part : split_dashes(name, 9)) {
       if (!part.empty() && part[0] == 'x' && spec.in_flight == 0) {
-        spec.in_flight = in_flight(part);
-      } else if (part.size() >= 2 && part.size() <= 3 && part[0] == 'w' && !workers_given &&
-                 part.find_first_not_of("0123456789", 1) == std::string::npos &&
-                 std::stoul(part.substr(1)) <= 64) {
-        spec.io_workers = static_cast<std::int32_t>(std::stoul(part.substr(1)));
-        workers_given = true;
+        spec.in_flight = count(part, 'x', 1);
+      } else if (!part.empty() && part[0] == 'w' && spec.io_workers < 0) {
+        spec.io_workers = static_cast<std::int32_t>(count(part, 'w', 0));
       } else {
         throw bad();
       }
-      start = dash + 1;
     }
     return spec;
   }
   if (name.rfind("fixed-", 0) != 0) throw bad();
-  std::vector<std::string> parts;
-  std::size_t start = 6;
-  while (start <= name.size()) {
-    const std::size_t dash = std::min(name.find('-', start), name.size());
-    parts.push_back(name.substr(start, dash - start));
-    start = dash + 1;
-  }
+  const std::vector<std::string> parts = split_dashes(name, 6);
   if (parts.size() < 2 || parts.size() > 3) throw bad();
   const auto bytes = parse_bytes(parts[0]);
   const auto delay = parse_delay(parts[1]);
@@ -125,7 +122,7 @@ PolicySpec parse_policy(const std::string& name, const std::string& flag) {
   spec.fixed = true;
   spec.bytes = *bytes;
   spec.delay_ns = *delay;
-  if (parts.size() == 3) spec.in_flight = in_flight(parts[2]);
+  if (parts.size() == 3) spec.in_flight = count(parts[2], 'x', 1);
   return spec;
 }
 

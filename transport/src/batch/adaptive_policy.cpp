@@ -31,7 +31,7 @@
 //    pairs; a block is 8 submissions or completions, 5 ms at most); later ones (3 pairs) come
 //    after 2^16 submissions, doubling to 2^22 while the verdict holds, or once the arrival rate
 //    has moved 2x from the verdict's (after 1024 submissions at least). Until a wide verdict,
-//    the journal's io-wq pool is capped at two workers, the trials' wide blocks included: the
+//    the journal's io-wq pool is capped at io_workers (2), the trials' wide blocks included: the
 //    workers a wide block would start outlive it by seconds, and a larger pool was slower.
 //  - gather_bytes: the smallest batch worth a flush of its own next to the ones in flight: the
 //    batch whose cost, shared among the p = max_in_flight slots, is covered by its own arrival
@@ -83,10 +83,10 @@ constexpr double kWideLatencyShare = 0.9;
 // ...or, overloaded, when this many more records per second are made durable with it.
 constexpr double kWideGain = 1.05;
 // Submissions between trials: doubling from the first while the verdict stays the same. Rare:
-// a trial costs the records of its worse side, and after one the kernel keeps the io-wq workers
-// it started for the wide blocks for about 5 s, which on a 2-vCPU VM made flushes 40-90 us
-// slower at the median (docs/batcher.md, "Measured"). At 5k flushes/s: after 13 s, then 26 s,
-// ... up to every 14 minutes.
+// a trial costs the records of its worse side (and, with io_workers = 0, the io-wq workers its
+// wide blocks start, which the kernel keeps for about 5 s; on a 2-vCPU VM they made flushes
+// 40-90 us slower at the median: docs/batcher.md, "Measured"). At 5k flushes/s: after 13 s,
+// then 26 s, ... up to every 14 minutes.
 constexpr std::uint64_t kRetrialEveryMin = std::uint64_t{1} << 16;
 constexpr std::uint64_t kRetrialEveryMax = std::uint64_t{1} << 22;
 // A trial also follows a change of the arrival rate by this factor since the last verdict, once
