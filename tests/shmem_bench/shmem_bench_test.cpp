@@ -63,11 +63,28 @@ TEST(ShmemBenchDurable, JsonHasTheFiguresForEveryModeAndShardCount) {
     ASSERT_EQ(mode["shards"].size(), 2u);
     EXPECT_EQ(mode["shards"][0]["shards"], 1);
     EXPECT_EQ(mode["shards"][1]["shards"], 2);
-    for (const json& shard : mode["shards"]) EXPECT_GT(median(shard["bytes_per_s"]), 0);
+    // Each figure beside the floor it was measured with: the write+fdatasync samples taken in
+    // turn with the records, and the best way's bandwidth around each saturating phase.
+    EXPECT_GT(median(mode["disk_sync_p50_ns"]), 0);
+    EXPECT_GE(median(mode["disk_sync_p99_ns"]), median(mode["disk_sync_p50_ns"]));
+    EXPECT_NEAR(median(mode["latency_ratio"]),
+                median(mode["durable_p50_ns"]) / median(mode["disk_sync_p50_ns"]), 1e-9);
+    for (const json& shard : mode["shards"]) {
+      EXPECT_GT(median(shard["bytes_per_s"]), 0);
+      ASSERT_GT(median(shard["disk_seq_bytes_per_s"]), 0);
+      EXPECT_NEAR(median(shard["bandwidth_ratio"]),
+                  median(shard["bytes_per_s"]) / median(shard["disk_seq_bytes_per_s"]), 1e-9);
+    }
+    EXPECT_EQ(median(mode["disk_seq_bytes_per_s"]),
+              median(mode["shards"][0]["disk_seq_bytes_per_s"]));
     // The headline throughput is the one-shard figure.
     EXPECT_EQ(median(mode["bytes_per_s"]), median(mode["shards"][0]["bytes_per_s"]));
   }
   EXPECT_EQ(modes, (std::set<std::string>{"write+fdatasync", "O_DIRECT|O_DSYNC"}));
+  // The headline floor is the headline mode's.
+  EXPECT_EQ(out["disk_sync_p50_ns"].get<double>(), median(out["modes"][0]["disk_sync_p50_ns"]));
+  EXPECT_EQ(out["disk_seq_bytes_per_s"].get<double>(),
+            median(out["modes"][0]["disk_seq_bytes_per_s"]));
   EXPECT_TRUE(fs::is_empty(disk.path())) << "the journals and the floor's file are removed";
 }
 
