@@ -297,6 +297,30 @@ TEST(JournalTmpfs, AutoIssuesNoFsyncOnTmpfs) {
   EXPECT_EQ(hook.fsyncs(), 0u);
 }
 
+TEST(JournalDisk, AutoWritesDirectWhereTheFileSystemTakesIt) {
+  DiskDir disk;
+  // What the file system says, asked independently: an O_DIRECT open of a file there.
+  const std::string probe = disk.path() + "/probe";
+  const int created = ::open(probe.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(created, 0) << std::strerror(errno);
+  ::close(created);
+  const int direct = ::open(probe.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  if (direct >= 0) ::close(direct);
+  {
+    auto journal = Journal::open(disk.path() + "/j", small_options(JournalSync::kAuto));
+    ASSERT_TRUE(journal) << journal.error().message();
+    EXPECT_EQ(journal->sync_mode(),
+              direct >= 0 ? JournalSync::kDirectDsync : JournalSync::kWriteFdatasync);
+    append_records(*journal, 1, 300, 5);
+    EXPECT_EQ(journal->durable_sequence(), 300u);
+  }
+  // Durable in that mode: every record comes back after a reopen.
+  auto reopened = Journal::open(disk.path() + "/j", small_options(JournalSync::kAuto));
+  ASSERT_TRUE(reopened) << reopened.error().message();
+  EXPECT_EQ(reopened->recovery().records, 300u);
+  EXPECT_EQ(reopened->recovery().last_sequence, 300u);
+}
+
 // ---- Recovery ---------------------------------------------------------------------------------
 
 // A journal with a few synced batches; the last batch's byte range is known.

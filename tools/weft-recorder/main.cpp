@@ -64,7 +64,9 @@ int main(int argc, char** argv) {
                  "Keep at most this many bytes of segments per journal (0: no limit)");
   app.add_option("--retain-age", config.retain_age_s,
                  "Remove segments last written more than this many seconds ago (0: never)");
-  app.add_option("--sync", config.sync, "auto (default), fdatasync, direct or none")
+  app.add_option("--sync", config.sync,
+                 "auto (default: direct where the file system takes O_DIRECT, else fdatasync; "
+                 "none on tmpfs), fdatasync, direct or none")
       ->check(CLI::IsMember({"auto", "fdatasync", "direct", "none"}));
   app.add_option("--segment-bytes", config.segment_bytes,
                  "Bytes per segment file (default 64 MiB)");

@@ -36,7 +36,8 @@ namespace weft {
 
 // How flushes are made durable.
 enum class JournalSync : std::uint8_t {
-  kAuto,            // kWriteFdatasync on a disk, kNone on tmpfs.
+  kAuto,            // kDirectDsync where the file system takes O_DIRECT writes of 4 KiB blocks,
+                    // else kWriteFdatasync; kNone on tmpfs.
   kWriteFdatasync,  // Buffered writes, each flush followed by a linked fdatasync.
   kDirectDsync,     // O_DIRECT|O_DSYNC writes of whole 4 KiB blocks (flushes padded to a block).
   kNone,            // No fsync: only for tmpfs or tests; nothing is durable across a power cut.

@@ -53,6 +53,28 @@ using journal::kSegmentHeaderBytes;
 using journal::RecordHeader;
 using journal::SegmentHeader;
 
+namespace {
+
+// Whether the file system of `path` takes O_DIRECT writes of whole 4 KiB blocks from 4 KiB-aligned
+// memory, as JournalSync::kDirectDsync issues them. statx reports the alignment where the kernel
+// knows it (6.1 and later); otherwise an O_DIRECT open says whether the file system has it at all.
+bool direct_io_supported(const std::string& path) {
+#ifdef STATX_DIOALIGN
+  struct statx stx {};
+  if (statx(AT_FDCWD, path.c_str(), 0, STATX_DIOALIGN, &stx) == 0 &&
+      (stx.stx_mask & STATX_DIOALIGN) != 0) {
+    return stx.stx_dio_offset_align != 0 && stx.stx_dio_mem_align != 0 &&
+           kBlockBytes % stx.stx_dio_offset_align == 0 && kBlockBytes % stx.stx_dio_mem_align == 0;
+  }
+#endif
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+  if (fd < 0) return false;
+  close(fd);
+  return true;
+}
+
+}  // namespace
+
 const char* journal_sync_name(JournalSync sync) noexcept {
   switch (sync) {
     case JournalSync::kAuto:
@@ -1280,7 +1302,9 @@ Result<Journal> Journal::open(std::string_view dir_view, JournalOptions options)
       fstatfs(impl->dir_fd.get(), &fs) == 0 && static_cast<unsigned long>(fs.f_type) == TMPFS_MAGIC;
   impl->sync = options.sync;
   if (impl->sync == JournalSync::kAuto) {
-    impl->sync = tmpfs ? JournalSync::kNone : JournalSync::kWriteFdatasync;
+    impl->sync = tmpfs                            ? JournalSync::kNone
+                 : direct_io_supported(lock_path) ? JournalSync::kDirectDsync
+                                                  : JournalSync::kWriteFdatasync;
   }
   if (tmpfs && impl->sync == JournalSync::kDirectDsync) {
     return fail(Errc::kUnsupported, EINVAL, "journal open",
