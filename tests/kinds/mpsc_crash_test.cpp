@@ -77,6 +77,53 @@ struct ProducerReport {
   std::atomic<std::uint32_t> attached{0};
   std::atomic<std::uint32_t> slot{0};
   std::atomic<std::uint64_t> committed{0};  // Stored right after each commit.
+  std::atomic<std::uint32_t> pid{0};
+  // For a hang's message: the producer's last events, as the child saw them after each claim.
+  // kChunk: its slot's chunk_start, chunk_end, given_up_start, given_up_end changed to a, b, c,
+  // d. kClaim: record `d` claimed at position a with b payload bytes, under chunk_limit c.
+  // kRefused: the first kFull of a run, with chunk_start, chunk_end, chunk_limit, record `d`.
+  enum Event : std::uint64_t { kChunk = 1, kClaim = 2, kRefused = 3 };
+  static constexpr std::uint64_t kLogEntries = 64;
+  std::atomic<std::uint64_t> events{0};
+  std::atomic<std::uint64_t> log[kLogEntries][5];
+
+  void add(Event event, std::uint64_t a, std::uint64_t b, std::uint64_t c, std::uint64_t d) {
+    // Relaxed (all): read by the parent only after it saw the hang; a torn entry is harmless.
+    const std::uint64_t n = events.load(std::memory_order_relaxed);
+    auto& entry = log[n % kLogEntries];
+    const std::uint64_t values[5] = {event, a, b, c, d};
+    for (int i = 0; i < 5; ++i) entry[i].store(values[i], std::memory_order_relaxed);
+    events.store(n + 1, std::memory_order_relaxed);
+  }
+  std::string describe() const {
+    const auto position = [](std::uint64_t value) {
+      return value == detail::kNoPosition ? std::string("-") : std::to_string(value);
+    };
+    const std::uint64_t n = events.load();
+    std::string out = "pid " + std::to_string(pid.load()) + " slot " + std::to_string(slot.load()) +
+                      " attached " + std::to_string(attached.load()) + " committed " +
+                      std::to_string(committed.load()) + ", last events:";
+    for (std::uint64_t i = n > kLogEntries ? n - kLogEntries : 0; i < n; ++i) {
+      const auto& e = log[i % kLogEntries];
+      switch (e[0].load()) {
+        case kChunk:
+          out += "\n    chunk [" + position(e[1].load()) + ", " + position(e[2].load()) +
+                 ") given up [" + position(e[3].load()) + ", " + position(e[4].load()) + ")";
+          break;
+        case kClaim:
+          out += "\n    record " + std::to_string(e[4].load()) + " claimed at " +
+                 std::to_string(e[1].load()) + ", " + std::to_string(e[2].load()) +
+                 " bytes, limit " + position(e[3].load());
+          break;
+        default:
+          out += "\n    record " + std::to_string(e[4].load()) + " refused (full), chunk [" +
+                 position(e[1].load()) + ", " + position(e[2].load()) + ") limit " +
+                 position(e[3].load());
+          break;
+      }
+    }
+    return out;
+  }
 };
 
 struct ProducerPlan {
@@ -95,7 +142,21 @@ int run_producer(const TempDir& dir, const ProducerPlan& plan, ProducerReport& r
   }
   // Relaxed + release: the parent acquires `attached` before reading the slot.
   report.slot.store(producer->slot_index(), std::memory_order_relaxed);
+  report.pid.store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
   report.attached.store(1, std::memory_order_release);
+  // For the hang message (see ProducerReport): our slot's chunk fields, as they change.
+  const detail::ProducerSlot& my_slot =
+      producer->channel().producer_slots()[producer->slot_index()];
+  std::uint64_t seen[3] = {1, 1, 1};  // No position: the first look always logs.
+  const auto note_chunk = [&] {
+    const std::uint64_t now[3] = {my_slot.chunk_start.load(), my_slot.chunk_end.load(),
+                                  my_slot.given_up_end.load()};
+    if (now[0] == seen[0] && now[1] == seen[1] && now[2] == seen[2]) return;
+    std::copy(now, now + 3, seen);
+    report.add(ProducerReport::kChunk, now[0], now[1], my_slot.given_up_start.load(), now[2]);
+  };
+  note_chunk();
+  bool refused = false;
   Rng rng(plan.seed ^ plan.source);
   std::uint32_t idle = 0;
   for (std::uint64_t sequence = 0; sequence < plan.count;) {
@@ -103,6 +164,23 @@ int run_producer(const TempDir& dir, const ProducerPlan& plan, ProducerReport& r
     if (stop != nullptr && stop->load(std::memory_order_relaxed) != 0) break;
     const std::size_t payload = payload_for(plan.seed, plan.source, sequence);
     const ClaimResult claim = producer->try_claim(kinds_test::kStampBytes + payload);
+    note_chunk();
+    if (claim.status == ClaimStatus::kOk) {
+      // The record's position: its chunk's start plus its offset in the chunk (which never
+      // crosses the ring's end).
+      const std::uint64_t mask = producer->capacity_bytes() - 1;
+      const auto offset =
+          static_cast<std::uint64_t>(claim.bytes.data() - producer->channel().ring()) -
+          detail::kRecordHeaderBytes;
+      const std::uint64_t chunk_start = my_slot.chunk_start.load();
+      report.add(ProducerReport::kClaim, chunk_start + ((offset - (chunk_start & mask)) & mask),
+                 claim.bytes.size(), my_slot.chunk_limit.load(), sequence);
+      refused = false;
+    } else if (claim.status == ClaimStatus::kFull && !refused) {
+      report.add(ProducerReport::kRefused, my_slot.chunk_start.load(), my_slot.chunk_end.load(),
+                 my_slot.chunk_limit.load(), sequence);
+      refused = true;
+    }
     if (claim.status == ClaimStatus::kFull) {
       if (++idle % 64 == 0) (void)producer->wait(std::chrono::milliseconds(5));
       continue;
@@ -311,7 +389,18 @@ void run_killed_producers(bool concurrent) {
       }
       ASSERT_LT(now - last_progress, kHangNs)
           << "the consumer stopped making progress at " << consumer.position() << ": "
-          << kinds_test::describe_channel(ch);
+          << kinds_test::describe_channel(ch)
+          << "\nring words around it:" << kinds_test::dump_ring(ch, consumer.position(), 2048, 512)
+          << "\nchildren:" << [&] {
+               std::string out;
+               for (std::uint32_t k = 0; k < count; ++k) {
+                 out += "\n  child " + std::to_string(k) + (k < victims ? " victim" : " survivor") +
+                        " pid " + std::to_string(children[k]->pid()) +
+                        (children[k]->poll_exited() ? " ended: " : " running: ") +
+                        reports[plans[k].source].describe();
+               }
+               return out;
+             }();
     }
     for (int i = 0; i < 100; ++i) ASSERT_TRUE(poll_once());
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include <gtest/gtest.h>
 
 #include "kinds_support.hpp"
+#include "ring/role.hpp"
 #include "weft/broadcast.hpp"
 #include "weft/channel.hpp"
 #include "weft/detail/layout.hpp"
@@ -556,6 +558,73 @@ TEST(MpscUnitTest, ProducerSlotsAreLimitedAndFreedOnDestruction) {
   auto refused_again = MpscProducer::open(kName, dir.open_options());
   ASSERT_FALSE(refused_again);
   EXPECT_EQ(refused_again.error().code, Errc::kBusy);
+}
+
+// Regression test for a hang of MpscCrashTest.KilledProducersNeverBlockTheConsumer (2 or 3 runs
+// in 50): the head waited for good at a killed producer's claim that no slot described.
+// attach() judged whether a slot's ranges were resolved (chunk_end and intent_end at or below the
+// head) before try_take_slot() read the slot's holder and found it dead; in between, another
+// producer could take the slot, claim a chunk and be killed in it. The new producer then took the
+// slot with a verdict about the earlier state and reset its chunk fields, and the consumer found
+// no owner for the head, so it never padded. Here the seam runs that other producer's whole life
+// at that moment: it takes the free slot 0, commits a record, claims the next one and dies.
+TEST(MpscUnitTest, AttachNeverWipesAChunkClaimedByAHolderThatDiedDuringTheAttach) {
+  TempDir dir;
+  ChannelOptions options = mpsc_options(dir, 1 << 16);
+  options.producers_max = 2;
+  options.unblock_timeout = std::chrono::milliseconds(100);
+  auto created = Channel::create(kName, options);
+  ASSERT_TRUE(created) << created.error().message();
+  auto consumer_result = MpscConsumer::attach(std::move(*created));
+  ASSERT_TRUE(consumer_result) << consumer_result.error().message();
+  MpscConsumer& consumer = *consumer_result;
+
+  struct Interloper {
+    const TempDir* dir;
+    pid_t parent;
+    bool done = false;
+    int status = -1;
+  } interloper{&dir, getpid()};
+  detail::SlotTakeSeam& seam = detail::slot_take_seam();
+  seam.context = &interloper;
+  seam.before_take = [](std::uint32_t index, void* raw) {
+    auto* in = static_cast<Interloper*>(raw);
+    if (index != 0 || in->done || getpid() != in->parent) return;  // Not in the interloper.
+    in->done = true;
+    kinds_test::ChildProcess child([in] {
+      auto producer = MpscProducer::open(kName, in->dir->open_options());
+      if (!producer || producer->slot_index() != 0) return 2;
+      if (send_record(*producer, 7, 0, 10) != SendStatus::kOk) return 3;
+      const ClaimResult claim = producer->try_claim(kinds_test::kStampBytes + 10);
+      if (claim.status != ClaimStatus::kOk) return 4;
+      _exit(0);  // Killed mid-claim: no destructor, the slot stays registered to a dead pid.
+    });
+    in->status = child.wait().ok() ? 0 : 1;
+  };
+  auto attached = MpscProducer::open(kName, dir.open_options());
+  seam = {};
+  ASSERT_TRUE(interloper.done);
+  ASSERT_EQ(interloper.status, 0) << "the interloper failed";
+  ASSERT_TRUE(attached) << attached.error().message();
+  MpscProducer& producer = *attached;
+  const Channel& ch = consumer.channel();
+  EXPECT_EQ(producer.slot_index(), 1U)
+      << "took the dead interloper's slot, whose chunk still blocks the head: "
+      << kinds_test::describe_channel(ch);
+
+  // Our records lie behind the dead interloper's chunk: the consumer must pad that chunk (after
+  // unblock_timeout) and deliver them.
+  for (std::uint64_t i = 0; i < 3; ++i) ASSERT_EQ(send_record(producer, 1, i, 30), SendStatus::kOk);
+  Collector out;
+  const std::int64_t deadline = kinds_test::monotonic_ns() + 5'000'000'000;
+  while (out.records.size() < 4 && kinds_test::monotonic_ns() < deadline) {
+    ASSERT_NE(consumer.poll(out).status, PollStatus::kCorrupted) << consumer.last_error().message();
+  }
+  ASSERT_EQ(out.records.size(), 4U)
+      << "the head stays at " << consumer.position() << ": " << kinds_test::describe_channel(ch);
+  EXPECT_EQ(check_per_source_order(out.records, 8),
+            (std::vector<std::uint64_t>{0, 3, 0, 0, 0, 0, 0, 1}));
+  EXPECT_EQ(ch.header()->recovery.unblocks.load(), 1U);
 }
 
 TEST(MpscUnitTest, ProducerDestroyedWithAnOpenChunkPadsIt) {

@@ -285,7 +285,7 @@ Result<BroadcastConsumer> BroadcastConsumer::attach(Channel&& channel) {
     detail::ConsumerSlot& slot = slots[i];
     // Acquire: pairs with the producer's release of a detached slot.
     if (slot.role.pid.load(std::memory_order_acquire) == kDetachingPid) continue;
-    if (!detail::try_take_slot(slot.role, true)) continue;
+    if (!detail::try_take_slot(slot.role, detail::any_dead_holder)) continue;
     BroadcastConsumer consumer(std::move(channel));
     consumer.slot_ = &slot;
     consumer.slot_index_ = i;

@@ -50,16 +50,30 @@ Result<MpscProducer> MpscProducer::attach(Channel&& channel) {
   // Acquire: pairs with the consumer's release store; claims ending below it are resolved.
   const std::uint64_t head =
       channel.header()->consumer.head_position.load(std::memory_order_acquire);
+  // A dead producer's slot is reused only once nothing it claimed can still block the head; until
+  // then the consumer needs its ranges to pad them. try_take_slot() asks only after it has seen
+  // the holder dead, so these are that holder's final ranges: asked earlier, they could be those
+  // of a predecessor, or of this holder before it claimed a chunk and died in it, and its chunk
+  // would be wiped from the slot below while the head still waits in it.
+  struct Resolved {
+    const detail::ProducerSlot* slot;
+    std::uint64_t head;
+  };
+  const detail::DeadHolderCheck resolved = [](const void* raw) noexcept {
+    const auto* c = static_cast<const Resolved*>(raw);
+    // Acquire (both): pair with the dead holder's stores, complete since it died (see
+    // try_take_slot).
+    const std::uint64_t chunk_end = c->slot->chunk_end.load(std::memory_order_acquire);
+    const std::uint64_t intent_end = c->slot->intent_end.load(std::memory_order_acquire);
+    return (chunk_end == detail::kNoPosition || chunk_end <= c->head) &&
+           (intent_end == detail::kNoPosition || intent_end <= c->head);
+  };
   for (std::uint32_t i = 0; i < slot_count; ++i) {
     detail::ProducerSlot& slot = slots[i];
-    // A dead producer's slot is reused only once nothing it claimed can still block the head;
-    // until then the consumer needs its ranges to pad them. Acquire (all): pairs with the dead
-    // holder's stores, complete since it died.
-    const std::uint64_t chunk_end = slot.chunk_end.load(std::memory_order_acquire);
-    const std::uint64_t intent_end = slot.intent_end.load(std::memory_order_acquire);
-    const bool resolved = (chunk_end == detail::kNoPosition || chunk_end <= head) &&
-                          (intent_end == detail::kNoPosition || intent_end <= head);
-    if (!detail::try_take_slot(slot.role, resolved)) continue;
+    const detail::SlotTakeSeam& seam = detail::slot_take_seam();
+    if (seam.before_take != nullptr) seam.before_take(i, seam.context);
+    const Resolved context{&slot, head};
+    if (!detail::try_take_slot(slot.role, resolved, &context)) continue;
     MpscProducer producer(std::move(channel));
     producer.slot_ = &slot;
     producer.slot_index_ = i;

@@ -130,15 +130,21 @@ Result<void> take_role(RoleSlot& slot, std::string_view channel_path, const char
               role);
 }
 
-bool try_take_slot(RoleSlot& slot, bool take_from_dead) noexcept {
+bool try_take_slot(RoleSlot& slot, DeadHolderCheck may_replace, const void* context) noexcept {
   const auto me = static_cast<std::uint32_t>(getpid());
   // Acquire: pairs with the release stores of the previous holder.
   std::uint32_t holder = slot.pid.load(std::memory_order_acquire);
   if (holder != 0) {
     // kSlotBusyPid: a producer is detaching this slot right now.
-    if (!take_from_dead || holder == me || holder == kSlotBusyPid) return false;
+    if (may_replace == nullptr || holder == me || holder == kSlotBusyPid) return false;
     // Acquire: pairs with the holder's release store of its start time.
     if (process_alive(holder, slot.start_ticks.load(std::memory_order_acquire))) return false;
+    // Only now, with `holder` known dead, may its state be judged: read any earlier, it may have
+    // been a predecessor's, or this holder's before it claimed what it then left unfinished. The
+    // holder's stores are complete (it is dead; our /proc reads above are system calls, full
+    // barriers, made after its death); the compare-and-swap below fails if anyone took the slot
+    // since the load of `holder`.
+    if (!may_replace(context)) return false;
   }
   // As in take_role: never pair our pid with the dead holder's start time.
   if (holder != 0) slot.start_ticks.store(0, std::memory_order_relaxed);
@@ -153,6 +159,11 @@ bool try_take_slot(RoleSlot& slot, bool take_from_dead) noexcept {
   slot.attach_count.fetch_add(1, std::memory_order_relaxed);
   beat(slot);
   return true;
+}
+
+SlotTakeSeam& slot_take_seam() noexcept {
+  static SlotTakeSeam seam;
+  return seam;
 }
 
 PeerState peer_state(const RoleSlot& slot) noexcept {
