@@ -814,6 +814,35 @@ TEST(MpscUnitTest, Issue3ConsumerKilledRightAfterATakeBackIsReplacedWithoutAStal
   EXPECT_EQ(check_per_source_order(out.records, 2), (std::vector<std::uint64_t>{2, 3}));
 }
 
+// The same window as above, with the producer gone as well: after giving the rest up (recorded in
+// its slot's given_up range) a detaches, and a new producer attaches to the slot it freed. The
+// given-up range is then the only description of [head, end) left, and attach() must not reset
+// it: the replacement consumer needs it to pad the range.
+TEST(MpscUnitTest, GivenUpRangeOutlivesItsProducerAndTheSlotsNextHolder) {
+  TempDir dir;
+  std::optional<MpscProducer> a(make_producer(mpsc_options(dir, 1 << 16)));
+  MpscProducer b = open_producer(dir);
+  ASSERT_EQ(send_record(*a, 0, 0, 10), SendStatus::kOk);
+  for (std::uint64_t i = 0; i < 3; ++i) ASSERT_EQ(send_record(b, 1, i, 30), SendStatus::kOk);
+  // The killed consumer's compare-and-swap: a's limit lowered to the head, nothing else.
+  const Channel& ch = b.channel();
+  const std::uint32_t a_slot = a->slot_index();
+  ch.producer_slots()[a_slot].chunk_limit.store(span_of(kinds_test::kStampBytes + 10));
+  ASSERT_EQ(send_record(*a, 0, 1, 10), SendStatus::kOk);  // In a new chunk.
+  a.reset();                                              // Detaches; its slot is free.
+  MpscProducer c = open_producer(dir);
+  ASSERT_EQ(c.slot_index(), a_slot);
+  MpscConsumer consumer = open_consumer(dir);
+  Collector out;
+  const std::int64_t deadline = kinds_test::monotonic_ns() + 5'000'000'000;
+  while (out.records.size() < 5 && kinds_test::monotonic_ns() < deadline) {
+    ASSERT_NE(consumer.poll(out).status, PollStatus::kCorrupted) << consumer.last_error().message();
+  }
+  ASSERT_EQ(out.records.size(), 5U)
+      << "the head stays at " << consumer.position() << ": " << kinds_test::describe_channel(ch);
+  EXPECT_EQ(check_per_source_order(out.records, 2), (std::vector<std::uint64_t>{2, 3}));
+}
+
 // Regression test for a bug in the take-back fix (2cf4e86), found by
 // MpscCrashTest.KilledConsumerIsReplacedWithTwoProducers (it hung). A consumer killed after it
 // took back the rest of a's chunk (and saw a mid-claim there) leaves the range in the header;

@@ -90,8 +90,17 @@ Result<MpscProducer> MpscProducer::attach(Channel&& channel) {
     slot.chunk_limit.store(detail::kNoPosition, std::memory_order_relaxed);
     producer.end_chunk_update();
     slot.write_position.store(detail::kNoPosition, std::memory_order_relaxed);
-    slot.given_up_start.store(0, std::memory_order_relaxed);
-    slot.given_up_end.store(0, std::memory_order_relaxed);
+    // The previous holder's given-up rest stays until the head has passed it: after a consumer
+    // killed between its take-back and remembering the range, it is the only record of that rest
+    // (the holder may have detached since, freeing the slot). Our own first give-up replaces it
+    // only after a consumer has read past it (a take-back happens at the head, inside one of our
+    // chunks, all claimed after it). Relaxed (all): acquired with the slot (the holder's release
+    // of pid, or its death); cleared only when resolved, so a consumer reading the two stores
+    // apart never sees a range that covers its head.
+    if (slot.given_up_end.load(std::memory_order_relaxed) <= head) {
+      slot.given_up_start.store(0, std::memory_order_relaxed);
+      slot.given_up_end.store(0, std::memory_order_relaxed);
+    }
     producer.records_committed_ = slot.records_committed.load(std::memory_order_relaxed);
     producer.claims_refused_ = slot.claims_refused.load(std::memory_order_relaxed);
     return producer;
