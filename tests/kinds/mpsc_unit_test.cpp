@@ -115,6 +115,15 @@ void poll_until(MpscConsumer& consumer, Collector& out, std::size_t count,
   }
 }
 
+// Polls until `count` records arrived or 5 s passed (a consumer may wait out unblock_timeout).
+void poll_for(MpscConsumer& consumer, Collector& out, std::size_t count) {
+  const std::int64_t deadline = kinds_test::monotonic_ns() + 5'000'000'000;
+  while (out.records.size() < count && kinds_test::monotonic_ns() < deadline) {
+    const PollResult result = consumer.poll(out);
+    ASSERT_NE(result.status, PollStatus::kCorrupted) << consumer.last_error().message();
+  }
+}
+
 std::uint64_t span_of(std::size_t payload_bytes) {
   return detail::record_span_bytes(payload_bytes);
 }
@@ -616,10 +625,7 @@ TEST(MpscUnitTest, AttachNeverWipesAChunkClaimedByAHolderThatDiedDuringTheAttach
   // unblock_timeout) and deliver them.
   for (std::uint64_t i = 0; i < 3; ++i) ASSERT_EQ(send_record(producer, 1, i, 30), SendStatus::kOk);
   Collector out;
-  const std::int64_t deadline = kinds_test::monotonic_ns() + 5'000'000'000;
-  while (out.records.size() < 4 && kinds_test::monotonic_ns() < deadline) {
-    ASSERT_NE(consumer.poll(out).status, PollStatus::kCorrupted) << consumer.last_error().message();
-  }
+  poll_for(consumer, out, 4);
   ASSERT_EQ(out.records.size(), 4U)
       << "the head stays at " << consumer.position() << ": " << kinds_test::describe_channel(ch);
   EXPECT_EQ(check_per_source_order(out.records, 8),
@@ -662,10 +668,7 @@ TEST(MpscUnitTest, ConsumerTakesBackAnIdleProducersChunk) {
   }
   // b's records arrive without a doing anything, and without a counting as dead.
   Collector out;
-  const std::int64_t deadline = kinds_test::monotonic_ns() + 5'000'000'000;
-  while (out.records.size() < 1 + kBRecords && kinds_test::monotonic_ns() < deadline) {
-    ASSERT_NE(consumer.poll(out).status, PollStatus::kCorrupted) << consumer.last_error().message();
-  }
+  poll_for(consumer, out, 1 + kBRecords);
   ASSERT_EQ(out.records.size(), 1 + kBRecords) << "b's records stayed behind idle a's chunk";
   EXPECT_EQ(consumer.channel().header()->recovery.unblocks.load(), 0U);
 
@@ -777,10 +780,7 @@ TEST(MpscUnitTest, Issue3TakeBackRacingTheProducersNextClaimIsStillPadded) {
   ASSERT_EQ(send_record(a, 0, 1, 10), SendStatus::kOk);
 
   // Everything must still arrive: b's three records and a's second.
-  const std::int64_t deadline = kinds_test::monotonic_ns() + 5'000'000'000;
-  while (out.records.size() < 5 && kinds_test::monotonic_ns() < deadline) {
-    ASSERT_NE(consumer.poll(out).status, PollStatus::kCorrupted) << consumer.last_error().message();
-  }
+  poll_for(consumer, out, 5);
   ASSERT_EQ(out.records.size(), 5U) << "the head stays at " << consumer.position()
                                     << ", in a taken-back range no slot describes any more";
   EXPECT_EQ(check_per_source_order(out.records, 2), (std::vector<std::uint64_t>{2, 3}));
@@ -805,10 +805,7 @@ TEST(MpscUnitTest, Issue3ConsumerKilledRightAfterATakeBackIsReplacedWithoutAStal
   ASSERT_EQ(send_record(a, 0, 1, 10), SendStatus::kOk);  // In a new chunk.
   MpscConsumer consumer = open_consumer(dir);
   Collector out;
-  const std::int64_t deadline = kinds_test::monotonic_ns() + 5'000'000'000;
-  while (out.records.size() < 5 && kinds_test::monotonic_ns() < deadline) {
-    ASSERT_NE(consumer.poll(out).status, PollStatus::kCorrupted) << consumer.last_error().message();
-  }
+  poll_for(consumer, out, 5);
   ASSERT_EQ(out.records.size(), 5U)
       << "the head stays at " << consumer.position() << ": " << kinds_test::describe_channel(ch);
   EXPECT_EQ(check_per_source_order(out.records, 2), (std::vector<std::uint64_t>{2, 3}));
@@ -834,10 +831,7 @@ TEST(MpscUnitTest, GivenUpRangeOutlivesItsProducerAndTheSlotsNextHolder) {
   ASSERT_EQ(c.slot_index(), a_slot);
   MpscConsumer consumer = open_consumer(dir);
   Collector out;
-  const std::int64_t deadline = kinds_test::monotonic_ns() + 5'000'000'000;
-  while (out.records.size() < 5 && kinds_test::monotonic_ns() < deadline) {
-    ASSERT_NE(consumer.poll(out).status, PollStatus::kCorrupted) << consumer.last_error().message();
-  }
+  poll_for(consumer, out, 5);
   ASSERT_EQ(out.records.size(), 5U)
       << "the head stays at " << consumer.position() << ": " << kinds_test::describe_channel(ch);
   EXPECT_EQ(check_per_source_order(out.records, 2), (std::vector<std::uint64_t>{2, 3}));
@@ -872,10 +866,7 @@ TEST(MpscUnitTest, Issue3ReplacementConsumerPadsTheRangeItsPredecessorTookBack) 
   // The replacement consumer must get everything.
   MpscConsumer consumer = open_consumer(dir);
   Collector out;
-  const std::int64_t deadline = kinds_test::monotonic_ns() + 5'000'000'000;
-  while (out.records.size() < 5 && kinds_test::monotonic_ns() < deadline) {
-    ASSERT_NE(consumer.poll(out).status, PollStatus::kCorrupted) << consumer.last_error().message();
-  }
+  poll_for(consumer, out, 5);
   ASSERT_EQ(out.records.size(), 5U)
       << "the head stays at " << consumer.position() << ": " << kinds_test::describe_channel(ch);
   EXPECT_EQ(check_per_source_order(out.records, 2), (std::vector<std::uint64_t>{2, 3}));
@@ -921,10 +912,7 @@ TEST(MpscUnitTest, Issue3TakenBackRangeIsNotPaddedOverARecordInFlight) {
   }
   a.commit();  // The record in flight lands.
   ASSERT_EQ(send_record(a, 0, 3, 10), SendStatus::kOk);
-  const std::int64_t deadline = kinds_test::monotonic_ns() + 5'000'000'000;
-  while (out.records.size() < 7 && kinds_test::monotonic_ns() < deadline) {
-    ASSERT_NE(consumer.poll(out).status, PollStatus::kCorrupted) << consumer.last_error().message();
-  }
+  poll_for(consumer, out, 7);
   // All of a's records, in order (record 2 must not have been padded over), and b's.
   EXPECT_EQ(check_per_source_order(out.records, 2), (std::vector<std::uint64_t>{4, 3}));
   EXPECT_EQ(out.records.size(), 7U);
