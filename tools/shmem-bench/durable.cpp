@@ -332,8 +332,8 @@ void remove_journal(const std::string& path, const std::string& dir) {
 weft::JournalSync default_sync_mode(const std::string& dir) {
   const std::string path = dir + "/default-mode";
   weft::JournalOptions options;
-  options.segment_bytes = 64 * 1024;
-  options.buffer_bytes = 32 * 1024;
+  options.segment_bytes = std::uint64_t{64} << 10;
+  options.buffer_bytes = std::uint64_t{32} << 10;
   options.buffers = 2;
   options.spare_segments = 0;
   weft::JournalSync mode = weft::JournalSync::kAuto;
