@@ -53,28 +53,6 @@ using journal::kSegmentHeaderBytes;
 using journal::RecordHeader;
 using journal::SegmentHeader;
 
-namespace {
-
-// Whether the file system of `path` takes O_DIRECT writes of whole 4 KiB blocks from 4 KiB-aligned
-// memory, as JournalSync::kDirectDsync issues them. statx reports the alignment where the kernel
-// knows it (6.1 and later); otherwise an O_DIRECT open says whether the file system has it at all.
-bool direct_io_supported(const std::string& path) {
-#ifdef STATX_DIOALIGN
-  struct statx stx {};
-  if (statx(AT_FDCWD, path.c_str(), 0, STATX_DIOALIGN, &stx) == 0 &&
-      (stx.stx_mask & STATX_DIOALIGN) != 0) {
-    return stx.stx_dio_offset_align != 0 && stx.stx_dio_mem_align != 0 &&
-           kBlockBytes % stx.stx_dio_offset_align == 0 && kBlockBytes % stx.stx_dio_mem_align == 0;
-  }
-#endif
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-  if (fd < 0) return false;
-  close(fd);
-  return true;
-}
-
-}  // namespace
-
 const char* journal_sync_name(JournalSync sync) noexcept {
   switch (sync) {
     case JournalSync::kAuto:
@@ -140,6 +118,21 @@ class Fd {
  private:
   int fd_ = -1;
 };
+
+// Whether the file system of `path` takes O_DIRECT writes of whole 4 KiB blocks from 4 KiB-aligned
+// memory, as JournalSync::kDirectDsync issues them. statx reports the alignment where the kernel
+// knows it (6.1 and later); otherwise an O_DIRECT open says whether the file system has it at all.
+bool direct_io_supported(const std::string& path) {
+#ifdef STATX_DIOALIGN
+  struct statx stx {};
+  if (statx(AT_FDCWD, path.c_str(), 0, STATX_DIOALIGN, &stx) == 0 &&
+      (stx.stx_mask & STATX_DIOALIGN) != 0) {
+    return stx.stx_dio_offset_align != 0 && stx.stx_dio_mem_align != 0 &&
+           kBlockBytes % stx.stx_dio_offset_align == 0 && kBlockBytes % stx.stx_dio_mem_align == 0;
+  }
+#endif
+  return Fd(::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC)).get() >= 0;
+}
 
 Result<void> write_all(int fd, const void* bytes, std::uint64_t count, std::uint64_t offset,
                        const std::string& path) {
