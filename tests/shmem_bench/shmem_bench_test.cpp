@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "journal_test_support.hpp"
+#include "weft/journal.hpp"
 #include "weftctl_test_support.hpp"
 
 namespace weft::test {
@@ -98,13 +99,30 @@ TEST(ShmemBenchDurable, AnyPolicyCanDriveTheRecorders) {
   EXPECT_GT(out["bytes_per_s"].get<double>(), 0);
 }
 
+// The mode a journal opened with the default options takes in `dir`.
+std::string default_mode_in(const std::string& dir) {
+  const std::string path = dir + "/mode-probe";
+  std::string name;
+  {
+    auto journal = Journal::open(path, JournalOptions{});
+    EXPECT_TRUE(journal.has_value()) << journal.error().message();
+    if (journal) name = journal_sync_name(journal->sync_mode());
+  }
+  fs::remove_all(path);
+  return name;
+}
+
 TEST(ShmemBenchBatchSweep, JsonHasOneObjectPerPolicyAndRate) {
   DiskDir disk;
-  const std::vector<std::string> policies = {"adaptive", "adaptive-x1", "adaptive-x2-w0",
-                                             "natural",  "every",       "fixed-16KiB-200us"};
+  // Without --sync, every point runs in the mode the journal picks there by default.
+  const std::string expected_sync = default_mode_in(disk.path());
+  ASSERT_NE(expected_sync, "auto");
+  const std::vector<std::string> policies = {"adaptive",         "adaptive-x1", "adaptive-x2-w0",
+                                             "natural",          "natural#2",   "every",
+                                             "fixed-16KiB-200us"};
   const json out = parse(
       shmem_bench({"batch-sweep", "--json", "--dir", disk.path(), "--rates", "1k,5k", "--policies",
-                   "adaptive,adaptive-x1,adaptive-x2-w0,natural,every,"
+                   "adaptive,adaptive-x1,adaptive-x2-w0,natural,natural#2,every,"
                    "fixed-16KiB-200us",
                    "--duration", "0.4", "--warmup", "0.1", "--min-records", "200", "--runs", "2"}));
   ASSERT_TRUE(out.is_array());
@@ -117,6 +135,7 @@ TEST(ShmemBenchBatchSweep, JsonHasOneObjectPerPolicyAndRate) {
       ASSERT_TRUE(point.contains(key)) << key << " missing: " << point.dump();
     }
     ASSERT_EQ(point["durable_p99_ns_runs"].size(), 2u) << point.dump();
+    EXPECT_EQ(point["sync"], expected_sync) << point.dump();
     by_point[{point["policy"].get<std::string>(), point["offered_per_s"].get<double>()}] = point;
     points.insert({point["policy"].get<std::string>(), point["offered_per_s"].get<double>()});
     EXPECT_GT(point["achieved_per_s"].get<double>(), 0);
@@ -143,6 +162,24 @@ TEST(ShmemBenchBatchSweep, JsonHasOneObjectPerPolicyAndRate) {
                 1e-9 * sum)
         << adaptive.dump();
   }
+  // The control (natural run again) carries its same-run p99 ratio to natural, and is never the
+  // best fixed policy.
+  for (const double rate : {1'000.0, 5'000.0}) {
+    const json& control = by_point.at({"natural#2", rate});
+    const json& natural = by_point.at({"natural", rate});
+    EXPECT_EQ(control["control_of"], "natural");
+    std::vector<double> ratios;
+    for (std::size_t k = 0; k < 2; ++k) {
+      ratios.push_back(control["durable_p99_ns_runs"][k].get<double>() /
+                       natural["durable_p99_ns_runs"][k].get<double>());
+    }
+    EXPECT_NEAR(median(control["p99_over_control_of_same_run"]), (ratios[0] + ratios[1]) / 2,
+                1e-9 * (ratios[0] + ratios[1]));
+    EXPECT_EQ(control["p99_over_control_of_same_run"]["min"].get<double>(),
+              std::min(ratios[0], ratios[1]));
+    EXPECT_NE(by_point.at({"adaptive", rate})["best_fixed"], "natural#2");
+    EXPECT_FALSE(natural.contains("control_of"));
+  }
   // Without trials, or told not to, the adaptive policy leaves the io-wq pool at the kernel's
   // limit.
   for (const char* name : {"adaptive-x1", "adaptive-x2-w0"}) {
@@ -158,6 +195,10 @@ TEST(ShmemBench, BadFlagsAreUsageErrorsThatNameTheFlag) {
       {{"durable", "--sync", "maybe"}, "--sync"},
       {{"durable", "--duration", "0.1"}, "--duration"},
       {{"batch-sweep", "--policies", "fixed-64KiB"}, "--policies"},
+      {{"batch-sweep", "--sync", "sometimes"}, "--sync"},
+      {{"batch-sweep", "--policies", "natural,natural"}, "--policies"},
+      {{"batch-sweep", "--policies", "natural,every#2"}, "--policies"},
+      {{"batch-sweep", "--policies", "natural,natural#X"}, "--policies"},
       {{"batch-sweep", "--policies", "adaptive-x0"}, "--policies"},
       {{"batch-sweep", "--policies", "adaptive-x65"}, "--policies"},
       {{"batch-sweep", "--policies", "adaptive-w65"}, "--policies"},

@@ -24,6 +24,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "durable.hpp"
 #include "errors.hpp"
 #include "histogram.hpp"
 #include "peer.hpp"
@@ -147,11 +148,11 @@ std::string journal_error(const weft::Error& e) { return e.message(); }
 
 // One (policy, rate) point: a fresh journal, an open-loop load, the durable latencies.
 PointRun run_point(const PolicySpec& spec, double rate, double duration_s,
-                   const BatchSweepConfig& config, const std::string& dir, std::uint64_t seed) {
+                   const BatchSweepConfig& config, weft::JournalSync sync, const std::string& dir,
+                   std::uint64_t seed) {
   weft::JournalOptions options;
   options.policy = make_policy(spec, config.target_ms);
-  options.sync = config.sync == "direct" ? weft::JournalSync::kDirectDsync
-                                         : weft::JournalSync::kWriteFdatasync;
+  options.sync = sync;
   // Two spares ready before the load starts and retention that recycles every segment after the
   // second: no spare is written with zeros while the policies are measured (at 300k records/s a
   // segment fills every 0.7 s, and zeroing the next one beside the flushes would be measured as
@@ -293,6 +294,7 @@ struct Point {
   std::uint64_t flushes = 0;  // Summed over runs.
   weft::FlushPolicyStats last_stats;
   bool fixed = false;
+  bool control = false;  // A policy run again under a tagged name: never a contender of the bar.
 };
 
 std::string ns_text(double ns) {
@@ -339,8 +341,9 @@ CLI::App* add_batch_sweep_subcommand(CLI::App& app, BatchSweepConfig& config) {
   sweep
       ->add_option("--policies", config.policies,
                    "adaptive[-x<in flight>][-w<io-wq workers, 0: no cap>], natural, every, "
-                   "fixed-<bytes>-<delay>[-x<in flight>] (default "
-                   "adaptive,natural,every,fixed-16KiB-200us,fixed-64KiB-1ms,fixed-256KiB-2ms-x4)")
+                   "fixed-<bytes>-<delay>[-x<in flight>]; a name with a tag (natural#2) runs that "
+                   "policy again as a control (default adaptive,natural,natural#2,every,"
+                   "fixed-16KiB-200us,fixed-32KiB-100us-x4,fixed-64KiB-1ms,fixed-256KiB-2ms-x4)")
       ->delimiter(',');
   sweep->add_option("--duration", config.duration_s,
                     "Seconds of offered load per point (default 1.5), longer at low rates to "
@@ -355,8 +358,11 @@ CLI::App* add_batch_sweep_subcommand(CLI::App& app, BatchSweepConfig& config) {
   sweep->add_option("--runs", config.runs, "Runs; medians and spread reported (default 3)");
   sweep->add_option("--target-ms", config.target_ms,
                     "The adaptive policy's commit-to-durable p99 target, ms (default 2)");
-  sweep->add_option("--sync", config.sync, "fdatasync (default) or direct")
-      ->check(CLI::IsMember({"fdatasync", "direct"}));
+  sweep
+      ->add_option("--sync", config.sync,
+                   "auto (default: the mode the journal picks on this file system, "
+                   "O_DIRECT|O_DSYNC where it takes direct writes), fdatasync or direct")
+      ->check(CLI::IsMember({"auto", "fdatasync", "direct"}));
   sweep->add_option("--seed", config.seed, "Seed of the arrival schedule (default 1)");
   sweep
       ->add_option("--sender", config.sender,
@@ -399,10 +405,27 @@ int run_batch_sweep(const BatchSweepConfig& config) {
   std::vector<PolicySpec> specs;
   for (const std::string& p :
        config.policies.empty()
-           ? std::vector<std::string>{"adaptive", "natural", "every", "fixed-16KiB-200us",
+           ? std::vector<std::string>{"adaptive", "natural", "natural#2", "every",
+                                      "fixed-16KiB-200us", "fixed-32KiB-100us-x4",
                                       "fixed-64KiB-1ms", "fixed-256KiB-2ms-x4"}
            : config.policies) {
     specs.push_back(parse_policy(p, "--policies"));
+  }
+  for (std::size_t p = 0; p < specs.size(); ++p) {
+    for (std::size_t q = 0; q < p; ++q) {
+      if (specs[q].name == specs[p].name) {
+        throw UsageError(fmt::format(
+            "--policies names {} twice: to run a policy again as a control, tag it, as in {}#2",
+            specs[p].name, specs[p].name));
+      }
+    }
+    if (!specs[p].control_of.empty() &&
+        std::none_of(specs.begin(), specs.end(),
+                     [&](const PolicySpec& other) { return other.name == specs[p].control_of; })) {
+      throw UsageError(fmt::format(
+          "--policies {}: a control repeats a policy of the sweep, and {} is not in the list",
+          specs[p].name, specs[p].control_of));
+    }
   }
   // Intended-time bookkeeping holds 8 bytes per record of the schedule.
   if (rates.back() * config.duration_s > 2e8) {
@@ -416,6 +439,17 @@ int run_batch_sweep(const BatchSweepConfig& config) {
                              config.warmup_s + static_cast<double>(config.min_records) / rate));
   };
   ScratchDir scratch(config.dir, "weft-batch-sweep");
+  // Every point runs in one mode: the one named, or the one the library picks in --dir.
+  const weft::JournalSync sync = config.sync == "direct"      ? weft::JournalSync::kDirectDsync
+                                 : config.sync == "fdatasync" ? weft::JournalSync::kWriteFdatasync
+                                                              : default_sync_mode(scratch.path());
+  const std::string sync_name = weft::journal_sync_name(sync);
+  if (sync == weft::JournalSync::kNone) {
+    std::fprintf(stderr,
+                 "batch-sweep: %s is on tmpfs, where the journal does not sync: the latencies are "
+                 "memory's, not a disk's (give --dir on the disk to measure)\n",
+                 config.dir.c_str());
+  }
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);  // Sleep to the microsecond, not 50 us late.
 
   // runs[policy][rate] -> the runs' results.
@@ -443,7 +477,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
         std::exception_ptr failure;
         std::thread runner([&] {
           try {
-            outcome = run_point(specs[p], rates[r], point_seconds(rates[r]), config, dir,
+            outcome = run_point(specs[p], rates[r], point_seconds(rates[r]), config, sync, dir,
                                 config.seed + static_cast<std::uint64_t>(run) * 1000 + r);
           } catch (...) {
             failure = std::current_exception();
@@ -469,6 +503,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
       pt.policy = specs[p].name;
       pt.offered = rates[r];
       pt.fixed = specs[p].fixed;
+      pt.control = !specs[p].control_of.empty();
       std::vector<double> a, p50, p99, scheduled, kept;
       for (const PointRun& run : results[p][r]) {
         a.push_back(run.achieved_per_s);
@@ -517,6 +552,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
   std::optional<std::size_t> adaptive_index, natural_index;
   // The bar judges the first adaptive policy named (others, as adaptive-x1, are for comparison).
   for (std::size_t p = 0; p < specs.size(); ++p) {
+    if (!specs[p].control_of.empty()) continue;
     if (specs[p].adaptive && !adaptive_index) adaptive_index = p;
     if (specs[p].natural && !natural_index) natural_index = p;
   }
@@ -526,7 +562,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
     Verdict& v = verdicts[r];
     for (std::size_t p = 0; p < specs.size(); ++p) {
       const Point& pt = at(p, r);
-      if (!pt.fixed || !pt.keeps_up) continue;
+      if (!pt.fixed || !pt.keeps_up || pt.control) continue;
       if (!v.any_fixed_keeps_up || pt.p99.median < v.best_fixed_p99) {
         v.best_fixed = pt.policy;
         v.best_fixed_index = p;
@@ -550,7 +586,8 @@ int run_batch_sweep(const BatchSweepConfig& config) {
   std::size_t best_throughput_index = 0;
   std::string best_throughput_policy;
   for (std::size_t p = 0; p < specs.size(); ++p) {
-    if (specs[p].fixed && at(p, top).achieved.median > best_fixed_throughput) {
+    if (specs[p].fixed && specs[p].control_of.empty() &&
+        at(p, top).achieved.median > best_fixed_throughput) {
       best_fixed_throughput = at(p, top).achieved.median;
       best_throughput_index = p;
       best_throughput_policy = specs[p].name;
@@ -572,6 +609,18 @@ int run_batch_sweep(const BatchSweepConfig& config) {
     bar_met = bar_met && saturation_throughput_ok && (!natural_index || beats_natural);
   }
 
+  // Controls: a policy run again under a tagged name. Its same-run p99 ratio to the policy it
+  // repeats is what two runs of one policy differ by here: the resolution of every ratio above.
+  const auto index_of = [&](const std::string& name) {
+    return static_cast<std::size_t>(
+        std::find_if(specs.begin(), specs.end(),
+                     [&](const PolicySpec& spec) { return spec.name == name; }) -
+        specs.begin());
+  };
+  const auto control_ratio = [&](std::size_t p, std::size_t r) {
+    return same_run_ratios(p, index_of(specs[p].control_of), r, p99_of);
+  };
+
   if (config.json) {
     nlohmann::json out = nlohmann::json::array();
     for (std::size_t p = 0; p < specs.size(); ++p) {
@@ -590,7 +639,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
             {"runs", config.runs},
             {"duration_s", point_seconds(pt.offered)},
             {"record_bytes", config.size_bytes},
-            {"sync", config.sync},
+            {"sync", sync_name},
             {"flushes", pt.flushes},
             {"unsent", pt.unsent},
             {"scheduled_per_s", pt.scheduled.median},
@@ -605,6 +654,12 @@ int run_batch_sweep(const BatchSweepConfig& config) {
         }
         o["durable_p99_ns_runs"] = std::move(p99_runs);
         o["achieved_per_s_runs"] = std::move(achieved_runs);
+        if (pt.control) {
+          const Spread ratio = control_ratio(p, r);
+          o["control_of"] = specs[p].control_of;
+          o["p99_over_control_of_same_run"] = {
+              {"median", ratio.median}, {"min", ratio.min}, {"max", ratio.max}};
+        }
         if (specs[p].adaptive) {
           const weft::FlushPolicyStats& s = pt.last_stats;
           o["target_p99_ns"] = config.target_ms * 1e6;
@@ -639,7 +694,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
     std::printf(
         "batch-sweep: %s, %llu-byte records, %s, %d run(s) of %.1f s per point (%.1f s at "
         "%s/s, for %llu records; first %.1f s left out), sender %s; medians [min-max]\n",
-        config.dir.c_str(), static_cast<unsigned long long>(config.size_bytes), config.sync.c_str(),
+        config.dir.c_str(), static_cast<unsigned long long>(config.size_bytes), sync_name.c_str(),
         config.runs, config.duration_s, point_seconds(rates.front()),
         rate_text(rates.front()).c_str(), static_cast<unsigned long long>(config.min_records),
         config.warmup_s, config.sender.c_str());
@@ -709,6 +764,18 @@ int run_batch_sweep(const BatchSweepConfig& config) {
       }
       std::printf("  bar %s\n", bar_met ? "met" : "NOT met");
     }
+    for (std::size_t p = 0; p < specs.size(); ++p) {
+      if (specs[p].control_of.empty()) continue;
+      std::printf(
+          "Control: %s is %s run again; its p99 over %s's in the same run, median [min-max] over "
+          "the runs (what two runs of one policy differ by here):\n",
+          specs[p].name.c_str(), specs[p].control_of.c_str(), specs[p].control_of.c_str());
+      for (std::size_t r = 0; r < rates.size(); ++r) {
+        const Spread ratio = control_ratio(p, r);
+        std::printf("  %10s/s: %.2fx [%.2f-%.2f]\n", rate_text(rates[r]).c_str(), ratio.median,
+                    ratio.min, ratio.max);
+      }
+    }
   }
 
   if (!config.plot_dir.empty()) {
@@ -717,7 +784,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
     p99.subtitle = fmt::format(
         "{}-byte records on a journal ({}), open loop, latency from the intended send time; "
         "median of {} run(s); adaptive target {} ms",
-        config.size_bytes, config.sync, config.runs, config.target_ms);
+        config.size_bytes, sync_name, config.runs, config.target_ms);
     p99.footer = config.dir;
     p99.x.label = "offered load (records per second)";
     p99.x.unit = svg::Unit::kRate;

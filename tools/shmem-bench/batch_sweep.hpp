@@ -26,14 +26,14 @@ namespace shmem_bench {
 struct BatchSweepConfig {
   std::string dir = "/tmp";           // Where the journals go: a real disk, not tmpfs.
   std::vector<std::string> rates;     // Offered records/s; empty: the default ladder.
-  std::vector<std::string> policies;  // Empty: adaptive, natural, every and three fixed ones.
+  std::vector<std::string> policies;  // Empty: adaptive, natural, a control, every, 4 fixed.
   double duration_s = 1.5;            // Seconds of offered load per point.
   double warmup_s = 0.3;              // Leading seconds left out of the figures.
   std::uint64_t min_records = 3000;   // Measured records per point at least (low rates run longer).
   std::uint64_t size_bytes = 256;     // Payload bytes per record.
   int runs = 3;
-  double target_ms = 2.0;  // The adaptive policy's commit-to-durable p99 target.
-  std::string sync = "fdatasync";
+  double target_ms = 2.0;     // The adaptive policy's commit-to-durable p99 target.
+  std::string sync = "auto";  // auto (the journal's default), fdatasync or direct.
   std::uint64_t seed = 1;
   std::string sender = "spin";  // How the appending thread waits for the next send: spin or sleep.
   bool json = false;

@@ -327,8 +327,8 @@ void remove_journal(const std::string& path, const std::string& dir) {
   if (rc != 0) throw RunError(fmt::format("{}: syncfs: {}", dir, errno_text(err)));
 }
 
-// The mode JournalSync::kAuto takes in `dir`, asked of the library itself: a small journal opened
-// there with the default sync option, then removed.
+}  // namespace
+
 weft::JournalSync default_sync_mode(const std::string& dir) {
   const std::string path = dir + "/default-mode";
   weft::JournalOptions options;
@@ -345,6 +345,8 @@ weft::JournalSync default_sync_mode(const std::string& dir) {
   std::filesystem::remove_all(path);
   return mode;
 }
+
+namespace {
 
 // The adaptive policy's commit-to-durable target when --policy adaptive is chosen.
 constexpr double kAdaptiveTargetMs = 2.0;

@@ -9,6 +9,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "weft/journal.hpp"
+
 namespace shmem_bench {
 
 struct DurableConfig {
@@ -27,6 +29,10 @@ struct DurableConfig {
 
 // Adds the `durable` subcommand to `app`, filling `config`.
 CLI::App* add_durable_subcommand(CLI::App& app, DurableConfig& config);
+
+// The mode JournalSync::kAuto takes in `dir`, asked of the library itself: a small journal opened
+// there with the default sync option, then removed. Throws RunError when it cannot be opened.
+weft::JournalSync default_sync_mode(const std::string& dir);
 
 // Runs it; returns the exit status (0, 1 run error; usage errors throw UsageError).
 int run_durable(const DurableConfig& config);

@@ -66,6 +66,21 @@ std::vector<std::string> split_dashes(const std::string& name, std::size_t from)
 }  // namespace
 
 PolicySpec parse_policy(const std::string& name, const std::string& flag) {
+  if (const auto hash = name.find('#'); hash != std::string::npos) {
+    const std::string base = name.substr(0, hash);
+    const std::string tag = name.substr(hash + 1);
+    if (base.empty() || tag.empty() || tag.size() > 8 ||
+        tag.find_first_not_of("0123456789abcdefghijklmnopqrstuvwxyz") != std::string::npos) {
+      throw UsageError(fmt::format(
+          "{} '{}': a control is a policy's name, '#' and a tag of 1 to 8 lowercase letters or "
+          "digits, as in natural#2",
+          flag, name));
+    }
+    PolicySpec spec = parse_policy(base, flag);
+    spec.name = name;
+    spec.control_of = base;
+    return spec;
+  }
   PolicySpec spec;
   spec.name = name;
   if (name == "adaptive") {
