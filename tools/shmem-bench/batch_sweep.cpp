@@ -294,7 +294,6 @@ struct Point {
   std::uint64_t flushes = 0;  // Summed over runs.
   weft::FlushPolicyStats last_stats;
   bool fixed = false;
-  bool control = false;  // A policy run again under a tagged name: never a contender of the bar.
 };
 
 std::string ns_text(double ns) {
@@ -411,17 +410,18 @@ int run_batch_sweep(const BatchSweepConfig& config) {
            : config.policies) {
     specs.push_back(parse_policy(p, "--policies"));
   }
+  // repeats[p]: for a control, the index of the policy it runs again.
+  std::vector<std::optional<std::size_t>> repeats(specs.size());
   for (std::size_t p = 0; p < specs.size(); ++p) {
-    for (std::size_t q = 0; q < p; ++q) {
-      if (specs[q].name == specs[p].name) {
+    for (std::size_t q = 0; q < specs.size(); ++q) {
+      if (q < p && specs[q].name == specs[p].name) {
         throw UsageError(fmt::format(
             "--policies names {} twice: to run a policy again as a control, tag it, as in {}#2",
             specs[p].name, specs[p].name));
       }
+      if (!specs[p].control_of.empty() && specs[q].name == specs[p].control_of) repeats[p] = q;
     }
-    if (!specs[p].control_of.empty() &&
-        std::none_of(specs.begin(), specs.end(),
-                     [&](const PolicySpec& other) { return other.name == specs[p].control_of; })) {
+    if (!specs[p].control_of.empty() && !repeats[p]) {
       throw UsageError(fmt::format(
           "--policies {}: a control repeats a policy of the sweep, and {} is not in the list",
           specs[p].name, specs[p].control_of));
@@ -503,7 +503,6 @@ int run_batch_sweep(const BatchSweepConfig& config) {
       pt.policy = specs[p].name;
       pt.offered = rates[r];
       pt.fixed = specs[p].fixed;
-      pt.control = !specs[p].control_of.empty();
       std::vector<double> a, p50, p99, scheduled, kept;
       for (const PointRun& run : results[p][r]) {
         a.push_back(run.achieved_per_s);
@@ -552,7 +551,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
   std::optional<std::size_t> adaptive_index, natural_index;
   // The bar judges the first adaptive policy named (others, as adaptive-x1, are for comparison).
   for (std::size_t p = 0; p < specs.size(); ++p) {
-    if (!specs[p].control_of.empty()) continue;
+    if (repeats[p]) continue;  // A control is never a contender of the bar.
     if (specs[p].adaptive && !adaptive_index) adaptive_index = p;
     if (specs[p].natural && !natural_index) natural_index = p;
   }
@@ -562,7 +561,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
     Verdict& v = verdicts[r];
     for (std::size_t p = 0; p < specs.size(); ++p) {
       const Point& pt = at(p, r);
-      if (!pt.fixed || !pt.keeps_up || pt.control) continue;
+      if (!pt.fixed || !pt.keeps_up || repeats[p]) continue;
       if (!v.any_fixed_keeps_up || pt.p99.median < v.best_fixed_p99) {
         v.best_fixed = pt.policy;
         v.best_fixed_index = p;
@@ -586,8 +585,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
   std::size_t best_throughput_index = 0;
   std::string best_throughput_policy;
   for (std::size_t p = 0; p < specs.size(); ++p) {
-    if (specs[p].fixed && specs[p].control_of.empty() &&
-        at(p, top).achieved.median > best_fixed_throughput) {
+    if (specs[p].fixed && !repeats[p] && at(p, top).achieved.median > best_fixed_throughput) {
       best_fixed_throughput = at(p, top).achieved.median;
       best_throughput_index = p;
       best_throughput_policy = specs[p].name;
@@ -611,14 +609,8 @@ int run_batch_sweep(const BatchSweepConfig& config) {
 
   // Controls: a policy run again under a tagged name. Its same-run p99 ratio to the policy it
   // repeats is what two runs of one policy differ by here: the resolution of every ratio above.
-  const auto index_of = [&](const std::string& name) {
-    return static_cast<std::size_t>(
-        std::find_if(specs.begin(), specs.end(),
-                     [&](const PolicySpec& spec) { return spec.name == name; }) -
-        specs.begin());
-  };
   const auto control_ratio = [&](std::size_t p, std::size_t r) {
-    return same_run_ratios(p, index_of(specs[p].control_of), r, p99_of);
+    return same_run_ratios(p, *repeats[p], r, p99_of);
   };
 
   if (config.json) {
@@ -654,7 +646,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
         }
         o["durable_p99_ns_runs"] = std::move(p99_runs);
         o["achieved_per_s_runs"] = std::move(achieved_runs);
-        if (pt.control) {
+        if (repeats[p]) {
           const Spread ratio = control_ratio(p, r);
           o["control_of"] = specs[p].control_of;
           o["p99_over_control_of_same_run"] = {
@@ -765,7 +757,7 @@ int run_batch_sweep(const BatchSweepConfig& config) {
       std::printf("  bar %s\n", bar_met ? "met" : "NOT met");
     }
     for (std::size_t p = 0; p < specs.size(); ++p) {
-      if (specs[p].control_of.empty()) continue;
+      if (!repeats[p]) continue;
       std::printf(
           "Control: %s is %s run again; its p99 over %s's in the same run, median [min-max] over "
           "the runs (what two runs of one policy differ by here):\n",
