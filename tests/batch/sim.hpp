@@ -214,7 +214,7 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
     const double rate = load.phases[p].records_per_s;
     const std::int64_t end = p + 1 < load.phases.size() ? load.phases[p + 1].start_ns : load.end_ns;
     if (rate <= 0) continue;
-    double t = static_cast<double>(load.phases[p].start_ns);
+    auto t = static_cast<double>(load.phases[p].start_ns);
     for (;;) {
       t += random.exponential(1e9 / rate);
       if (t >= static_cast<double>(end)) break;
