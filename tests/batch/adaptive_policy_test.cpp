@@ -410,6 +410,34 @@ TEST(AdaptivePolicyTest, KeepsSeveralFlushesInFlightWhereTheDeviceOverlapsThem) 
   EXPECT_EQ(make_adaptive_flush(three)->decide(idle).max_io_workers, 3u);
 }
 
+TEST(AdaptivePolicyTest, PacesTheExtraSlotsAtHalfAFlushCost) {
+  // A wide verdict on a device that overlaps flushes...
+  auto policy = make_adaptive_flush(AdaptiveFlushOptions{});
+  (void)sim::run(*policy, steady(100'000, 1'000 * kMs), parallel_disk(), 19, 0);
+  const FlushPolicyStats stats = policy->stats();
+  ASSERT_EQ(stats.max_in_flight, 4u);
+  // ...and a small batch pending beside one flush in flight, short of gather_bytes, with the next
+  // record due long before the latency target runs out: the oldest record waits for the batch to
+  // grow until it has waited half of what its flush costs, and no longer.
+  FlushState state;
+  state.now_ns = 1'000 * kMs + 20 * kUs;
+  state.pending_bytes = 200;
+  state.pending_records = 1;
+  state.in_flight = 1;
+  ASSERT_LT(state.pending_bytes, stats.gather_bytes);
+  const double cost_ns =
+      stats.flush_fixed_ns + stats.flush_ns_per_byte * static_cast<double>(state.pending_bytes);
+  ASSERT_GT(cost_ns, 20 * kUs);
+  state.oldest_pending_ns = state.now_ns - static_cast<std::int64_t>(0.4 * cost_ns);
+  const FlushDecision early = policy->decide(state);
+  EXPECT_FALSE(early.flush_now);
+  EXPECT_GT(early.recheck_at_ns, state.now_ns);
+  EXPECT_LE(early.recheck_at_ns,
+            state.oldest_pending_ns + static_cast<std::int64_t>(0.5 * cost_ns));
+  state.oldest_pending_ns = state.now_ns - static_cast<std::int64_t>(0.6 * cost_ns);
+  EXPECT_TRUE(policy->decide(state).flush_now);
+}
+
 // A device (or a host) that shares its bandwidth among the flushes in flight: a flush submitted
 // beside another finishes sooner than it would have behind it, but only by slowing the other, and
 // durability is a prefix. Measured by the latency a second flush hides for itself, such a device

@@ -28,15 +28,21 @@
 //    what one slot can take (where latency grows on the narrow side whatever happens), when 5%
 //    more records per second were made durable with it. Otherwise one flush in flight: natural
 //    batching while the device is busy. The first trial starts with the first flush (4 block
-//    pairs; a block is 8 submissions or completions, 5 ms at most); later ones (3 pairs) come
-//    after 2^16 submissions, doubling to 2^22 while the verdict holds, or once the arrival rate
-//    has moved 2x from the verdict's (after 1024 submissions at least). Until a wide verdict,
-//    the journal's io-wq pool is capped at io_workers (2), the trials' wide blocks included: the
-//    workers a wide block would start outlive it by seconds, and a larger pool was slower.
+//    pairs; a block is 8 submissions or completions and 2 ms at least, 5 ms at most); later ones (3
+//    pairs) come after 2^16 submissions, doubling to 2^22 while the verdict holds, or once the
+//    arrival rate has moved 2x from the verdict's (after 1024 submissions at least). Until a wide
+//    verdict, the journal's io-wq pool is capped at io_workers (2), the trials' wide blocks
+//    included: the workers a wide block would start outlive it by seconds, and a larger pool was
+//    slower.
 //  - gather_bytes: the smallest batch worth a flush of its own next to the ones in flight: the
 //    batch whose cost, shared among the p = max_in_flight slots, is covered by its own arrival
 //    time at `utilisation_max`: fixed*rate/(p*u - per_byte*rate). At low load that is one record;
 //    it grows with the load (under overload, see below). With one slot it is never used.
+//  - Pacing: with a slot free beside the flushes in flight, the oldest pending record waits at
+//    most half the cost of flushing what is pending before it gets a flush of its own, even short
+//    of gather_bytes. A measured compromise, not a derived one: flushing into a free slot at once
+//    splits the load into one-record flushes that queue behind each other (on an SSD, no better
+//    than one slot), and waiting a whole flush's cost was worse than half (docs/batcher.md).
 //  - max_delay: how long the oldest pending record may wait for a free slot or for gather_bytes:
 //    the latency target less two high flush costs (the one in flight it may wait for, and its
 //    own). Past it, the policy flushes into any free slot. A target too tight to meet leaves no
@@ -69,8 +75,12 @@ constexpr double kSpreadToP99 = 4.0;
 // submissions or completions (the journal's own submissions, when a staging buffer fills, show
 // only as completions)...
 constexpr std::uint32_t kBlockSubmits = 8;
-// ...or at its first submission or completion this long after it began (eight 1 MiB flushes
-// would leave the narrow side of an overload behind for tens of milliseconds).
+// ...once it has run this long: eight submissions of a wide block take 0.2 ms on an SSD, and hold
+// a handful of records at a moderate rate, too few to tell anything, and mostly records that
+// straddle the change of slot count...
+constexpr std::int64_t kBlockNsMin = 2'000'000;
+// ...and in any case at its first submission or completion this long after it began (eight 1 MiB
+// flushes would leave the narrow side of an overload behind for tens of milliseconds).
 constexpr std::int64_t kBlockNsMax = 5'000'000;
 // Block pairs in the first trial and in later ones. Short: a trial costs what the worse side
 // costs its records.
@@ -110,6 +120,9 @@ constexpr double kOutlierSpreads = 3.0;
 constexpr double kGatherUnbounded = 1e15;
 // Overloaded, the policy sizes batches so that the fixed cost is this share of a flush.
 constexpr double kOverloadFixedShare = 0.05;
+// With a slot free beside the flushes in flight, the oldest pending record waits at most this
+// share of the cost of flushing what is pending before it gets a flush of its own.
+constexpr double kPaceShare = 0.5;
 // Between completions, the choices are recomputed at most this often.
 constexpr std::int64_t kChooseEveryNs = 20'000;
 // The soonest the policy asks to be consulted again while every slot is taken.
@@ -262,8 +275,7 @@ class AdaptiveFlush final : public FlushPolicy {
     settle(completion.records, completion.complete_ns);
     last_complete_ns_ = std::max(last_complete_ns_, completion.complete_ns);
     if (trial_running_) blocks_[block_].durable += static_cast<double>(completion.records);
-    if (trial_running_ && (++block_completions_ >= kBlockSubmits ||
-                           completion.complete_ns - block_start_ns_ >= kBlockNsMax)) {
+    if (trial_running_ && block_done(completion.complete_ns, ++block_completions_)) {
       next_block(completion.complete_ns);
     }
     if (awaiting_verdict_ && trial_chunks_ == 0) conclude_trial();
@@ -301,18 +313,23 @@ class AdaptiveFlush final : public FlushPolicy {
     const double slack_ns = std::max(0.0, target_ns_ - 2.0 * high_ns);
     const std::int64_t deadline_ns = oldest_ns + static_cast<std::int64_t>(slack_ns);
     // One more flush is worth it when the batch has reached gather_bytes, when the oldest record
-    // is out of slack, or when nothing more is expected before then. Overloaded, the target cannot
-    // be met anyway: only a full batch is worth a flush.
-    const bool worth_a_flush = pending >= gather_bytes_ ||
-                               (!overloaded_ && (state.now_ns >= deadline_ns ||
-                                                 !next_arrival_before(state.now_ns, deadline_ns)));
+    // is out of slack or has waited half of what its flush costs (pacing), or when nothing more is
+    // expected before then. Overloaded, the target cannot be met anyway: only a full batch is
+    // worth a flush.
+    const std::int64_t paced_ns =
+        oldest_ns + static_cast<std::int64_t>(kPaceShare * cost_.predict_ns(pending));
+    const bool worth_a_flush =
+        pending >= gather_bytes_ ||
+        (!overloaded_ && (state.now_ns >= deadline_ns || state.now_ns >= paced_ns ||
+                          !next_arrival_before(state.now_ns, deadline_ns)));
     if (worth_a_flush) {
       decision.flush_now = true;
       on_submit(state.now_ns);
       return decision;
     }
-    // Ask again when the oldest record runs out of slack, or when gather_bytes should be there.
-    std::int64_t recheck_ns = deadline_ns;
+    // Ask again when the oldest record runs out of slack or pacing lets it go, or when
+    // gather_bytes should be there.
+    std::int64_t recheck_ns = overloaded_ ? deadline_ns : std::min(deadline_ns, paced_ns);
     if (bytes_per_s_ > 0) {
       const double fill_ns = (gather_bytes_ - pending) / bytes_per_s_ * kNsPerS;
       if (fill_ns < static_cast<double>(recheck_ns - state.now_ns)) {
@@ -370,12 +387,19 @@ class AdaptiveFlush final : public FlushPolicy {
     return kNsPerS / records_per_s_ < static_cast<double>(deadline_ns - now_ns);
   }
 
+  // Whether the trial block in progress is over at now_ns, after `count` submissions (or
+  // completions).
+  [[nodiscard]] bool block_done(std::int64_t now_ns, std::uint32_t count) const noexcept {
+    const std::int64_t elapsed = now_ns - block_start_ns_;
+    return (count >= kBlockSubmits && elapsed >= kBlockNsMin) || elapsed >= kBlockNsMax;
+  }
+
   // The records pending were just submitted as one flush: they become a chunk of the trial block
   // in progress (if any), and the trial moves on.
   void on_submit(std::int64_t now_ns) noexcept {
     close_chunk();
     if (trial_running_) {
-      if (++block_submits_ >= kBlockSubmits || now_ns - block_start_ns_ >= kBlockNsMax) {
+      if (block_done(now_ns, ++block_submits_)) {
         next_block(now_ns);
       }
       return;
