@@ -28,21 +28,24 @@
 //    what one slot can take (where latency grows on the narrow side whatever happens), when 5%
 //    more records per second were made durable with it. Otherwise one flush in flight: natural
 //    batching while the device is busy. The first trial starts with the first flush (4 block
-//    pairs; a block is 8 submissions or completions and 2 ms at least, 5 ms at most); later ones (3
-//    pairs) come after 2^16 submissions, doubling to 2^22 while the verdict holds, or once the
-//    arrival rate has moved 2x from the verdict's (after 1024 submissions at least). Until a wide
-//    verdict, the journal's io-wq pool is capped at io_workers (2), the trials' wide blocks
-//    included: the workers a wide block would start outlive it by seconds, and a larger pool was
-//    slower.
+//    pairs; a block is 8 submissions or completions, 5 ms at most); later ones (3 pairs) come
+//    after 2^16 submissions, doubling to 2^22 while the verdict holds, or once the arrival rate
+//    has moved 2x from the verdict's (after 1024 submissions at least). A trial that moves to the
+//    wide count is tried again after 1024 submissions, and the wide count stays only if that
+//    trial agrees. Until a wide verdict, the journal's io-wq pool is capped at io_workers (2), the
+//    trials' wide blocks included: the workers a wide block would start outlive it by seconds,
+//    and a larger pool was slower.
 //  - gather_bytes: the smallest batch worth a flush of its own next to the ones in flight: the
 //    batch whose cost, shared among the p = max_in_flight slots, is covered by its own arrival
 //    time at `utilisation_max`: fixed*rate/(p*u - per_byte*rate). At low load that is one record;
 //    it grows with the load (under overload, see below). With one slot it is never used.
 //  - Pacing: with a slot free beside the flushes in flight, the oldest pending record waits at
 //    most half the cost of flushing what is pending before it gets a flush of its own, even short
-//    of gather_bytes. A measured compromise, not a derived one: flushing into a free slot at once
-//    splits the load into one-record flushes that queue behind each other (on an SSD, no better
-//    than one slot), and waiting a whole flush's cost was worse than half (docs/batcher.md).
+//    of gather_bytes; once the rate estimate has settled, and while one slot could keep up (past
+//    that, the extra slots are there for throughput, and pacing would split the load). A measured
+//    compromise, not a derived one: flushing into a free slot at once splits the load into
+//    one-record flushes that queue behind each other (on an SSD, no better than one slot), and
+//    waiting a whole flush's cost was worse than half (docs/batcher.md).
 //  - max_delay: how long the oldest pending record may wait for a free slot or for gather_bytes:
 //    the latency target less two high flush costs (the one in flight it may wait for, and its
 //    own). Past it, the policy flushes into any free slot. A target too tight to meet leaves no
@@ -75,11 +78,7 @@ constexpr double kSpreadToP99 = 4.0;
 // submissions or completions (the journal's own submissions, when a staging buffer fills, show
 // only as completions)...
 constexpr std::uint32_t kBlockSubmits = 8;
-// ...once it has run this long: eight submissions of a wide block take 0.2 ms on an SSD, and hold
-// a handful of records at a moderate rate, too few to tell anything, and mostly records that
-// straddle the change of slot count...
-constexpr std::int64_t kBlockNsMin = 2'000'000;
-// ...and in any case at its first submission or completion this long after it began (eight 1 MiB
+// ...or in any case at its first submission or completion this long after it began (eight 1 MiB
 // flushes would leave the narrow side of an overload behind for tens of milliseconds).
 constexpr std::int64_t kBlockNsMax = 5'000'000;
 // Block pairs in the first trial and in later ones. Short: a trial costs what the worse side
@@ -103,6 +102,12 @@ constexpr std::uint64_t kRetrialEveryMax = std::uint64_t{1} << 22;
 // this many submissions have passed since it.
 constexpr double kRateChange = 2.0;
 constexpr std::uint64_t kRetrialOnRateChange = 1024;
+// A trial that moves to the wide count is confirmed by another this many submissions later. A
+// wide count kept by chance costs every record after it (past saturation on an SSD, where a
+// block is a few large flushes and the one a narrow block leaves in flight completes in the wide
+// block after it, four slots won about one run in five and lost 15-25% of the throughput), and
+// two chance wins in a row are much rarer than one.
+constexpr std::uint64_t kConfirmWideAfter = 1024;
 // Rate windows after the first append before the rate estimate is taken as settled.
 constexpr std::int64_t kRateSettleWindows = 3;
 // Chunks (submissions) remembered until durable: more than the journal keeps in flight.
@@ -121,7 +126,9 @@ constexpr double kGatherUnbounded = 1e15;
 // Overloaded, the policy sizes batches so that the fixed cost is this share of a flush.
 constexpr double kOverloadFixedShare = 0.05;
 // With a slot free beside the flushes in flight, the oldest pending record waits at most this
-// share of the cost of flushing what is pending before it gets a flush of its own.
+// share of the cost of flushing what is pending before it gets a flush of its own (pacing; only
+// once the rate estimate has settled, and while one slot could keep up: paced from the first
+// flush, the first trial's wide blocks split an overload into small flushes).
 constexpr double kPaceShare = 0.5;
 // Between completions, the choices are recomputed at most this often.
 constexpr std::int64_t kChooseEveryNs = 20'000;
@@ -320,7 +327,7 @@ class AdaptiveFlush final : public FlushPolicy {
         oldest_ns + static_cast<std::int64_t>(kPaceShare * cost_.predict_ns(pending));
     const bool worth_a_flush =
         pending >= gather_bytes_ ||
-        (!overloaded_ && (state.now_ns >= deadline_ns || state.now_ns >= paced_ns ||
+        (!overloaded_ && (state.now_ns >= deadline_ns || (pacing_ && state.now_ns >= paced_ns) ||
                           !next_arrival_before(state.now_ns, deadline_ns)));
     if (worth_a_flush) {
       decision.flush_now = true;
@@ -329,7 +336,8 @@ class AdaptiveFlush final : public FlushPolicy {
     }
     // Ask again when the oldest record runs out of slack or pacing lets it go, or when
     // gather_bytes should be there.
-    std::int64_t recheck_ns = overloaded_ ? deadline_ns : std::min(deadline_ns, paced_ns);
+    std::int64_t recheck_ns =
+        overloaded_ || !pacing_ ? deadline_ns : std::min(deadline_ns, paced_ns);
     if (bytes_per_s_ > 0) {
       const double fill_ns = (gather_bytes_ - pending) / bytes_per_s_ * kNsPerS;
       if (fill_ns < static_cast<double>(recheck_ns - state.now_ns)) {
@@ -390,8 +398,7 @@ class AdaptiveFlush final : public FlushPolicy {
   // Whether the trial block in progress is over at now_ns, after `count` submissions (or
   // completions).
   [[nodiscard]] bool block_done(std::int64_t now_ns, std::uint32_t count) const noexcept {
-    const std::int64_t elapsed = now_ns - block_start_ns_;
-    return (count >= kBlockSubmits && elapsed >= kBlockNsMin) || elapsed >= kBlockNsMax;
+    return count >= kBlockSubmits || now_ns - block_start_ns_ >= kBlockNsMax;
   }
 
   // The records pending were just submitted as one flush: they become a chunk of the trial block
@@ -518,9 +525,15 @@ class AdaptiveFlush final : public FlushPolicy {
     const bool wide_wins = wide.records >= kTrialRecordsMin && narrow.records >= kTrialRecordsMin &&
                            better(wide, narrow, overloaded) &&
                            (overloaded || 3 * wide_won >= 2 * pairs);
-    retrial_every_ = wide_wins == verdict_wide_
-                         ? std::min<std::uint64_t>(2 * retrial_every_, kRetrialEveryMax)
-                         : kRetrialEveryMin;
+    if (wide_wins && !verdict_wide_) {
+      retrial_every_ = kConfirmWideAfter;  // A move to the wide count is tried again soon.
+    } else if (wide_wins == verdict_wide_) {
+      retrial_every_ = confirming_ ? kRetrialEveryMin
+                                   : std::min<std::uint64_t>(2 * retrial_every_, kRetrialEveryMax);
+    } else {
+      retrial_every_ = kRetrialEveryMin;
+    }
+    confirming_ = wide_wins && !verdict_wide_;
     verdict_wide_ = wide_wins;
     wide_ = wide_wins;
     verdict_rate_ = records_per_s_;
@@ -569,6 +582,7 @@ class AdaptiveFlush final : public FlushPolicy {
     const double bytes_per_ns = bytes_per_s_ / kNsPerS;
     const double room = parallelism * utilisation_ - cost_.ns_per_byte() * bytes_per_ns;
     overloaded_ = room <= 0;
+    pacing_ = verdict_rate_settled_ && cost_.ns_per_byte() * bytes_per_ns < utilisation_;
     if (!overloaded_) {
       gather_bytes_ = std::min(kGatherUnbounded, cost_.fixed_ns() * bytes_per_ns / room);
     } else {
@@ -613,6 +627,7 @@ class AdaptiveFlush final : public FlushPolicy {
   bool trial_due_ = false;
   bool trial_running_ = false;
   bool awaiting_verdict_ = false;
+  bool confirming_ = false;  // The last trial moved to the wide count: the next one confirms it.
   std::uint32_t trial_pairs_ = kFirstTrialPairs;
   std::uint32_t block_ = 0;
   std::uint32_t block_submits_ = 0;
@@ -633,6 +648,7 @@ class AdaptiveFlush final : public FlushPolicy {
   std::int64_t max_delay_ns_ = 0;
   std::uint32_t max_in_flight_ = 1;
   bool overloaded_ = false;
+  bool pacing_ = false;  // Settled, and one slot could keep up: the extra slots are paced.
   std::int64_t chosen_ns_ = 0;
 };
 
