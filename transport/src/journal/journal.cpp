@@ -72,6 +72,9 @@ namespace {
 constexpr std::uint32_t kOpsMax = 64;               // Flushes in flight at most.
 constexpr std::uint64_t kZeroChunkBytes = 1 << 20;  // Pre-zeroing writes this much at a time.
 constexpr int kSubmitRetriesMax = 1000;             // io_uring_submit -EAGAIN/-EBUSY retries.
+// How long closing a journal waits for the requests it submitted (a failed journal stops waiting
+// for its flushes, but the kernel still runs them).
+constexpr std::int64_t kQuiesceNsMax = 30'000'000'000;
 
 std::int64_t monotonic_ns() noexcept {
   timespec ts{};
@@ -337,6 +340,8 @@ struct Journal::Impl {
   Fd lock_fd;
   io_uring ring{};
   bool ring_ready = false;
+  // Requests submitted to the ring whose completions have not been consumed yet.
+  std::uint64_t requests_outstanding = 0;
   bool buffers_registered = false;
   void* buffer_memory = nullptr;
   std::vector<Buffer> buffers;
@@ -415,9 +420,35 @@ struct Journal::Impl {
     if (spare_thread.joinable()) spare_thread.join();
     // The pool is the appending thread's, shared with its other rings: give its limit back.
     if (ring_ready) cap_io_workers(0);
+    // Tearing the ring down does not wait for the requests in it: io-wq would still write staging
+    // buffers freed below, and a segment could change after the journal is closed (a reopen's
+    // recovery would then miss records that a reader finds).
+    const bool quiet = !ring_ready || quiesce();
     if (ring_ready) io_uring_queue_exit(&ring);
-    std::free(buffer_memory);
-    std::free(header_block);
+    if (quiet) {
+      std::free(buffer_memory);
+      std::free(header_block);
+    }
+    // Otherwise a request outlived kQuiesceNsMax: the kernel may still read the buffers, which
+    // are left allocated rather than handed back to the heap.
+  }
+
+  // Waits until every submitted request has completed (kQuiesceNsMax at most); true when none is
+  // left.
+  bool quiesce() noexcept {
+    const std::int64_t deadline_ns = monotonic_ns() + kQuiesceNsMax;
+    while (requests_outstanding != 0 && monotonic_ns() < deadline_ns) {
+      __kernel_timespec ts{0, 100'000'000};
+      io_uring_cqe* cqe = nullptr;
+      const int rc = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
+      if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN) break;
+      unsigned seen = 0;
+      unsigned head = 0;
+      io_uring_for_each_cqe(&ring, head, cqe) { ++seen; }
+      io_uring_cq_advance(&ring, seen);
+      requests_outstanding -= std::min<std::uint64_t>(seen, requests_outstanding);
+    }
+    return requests_outstanding == 0;
   }
 
   Result<void> fail_journal(const Error& e) {
@@ -827,7 +858,10 @@ Result<void> Journal::Impl::submit_segment_start(std::uint32_t slot) {
 Result<void> Journal::Impl::submit_prepared() {
   for (int tries = 0;; ++tries) {
     const int submitted = io_uring_submit(&ring);
-    if (submitted >= 0) return {};
+    if (submitted >= 0) {
+      requests_outstanding += static_cast<std::uint64_t>(submitted);
+      return {};
+    }
     if ((submitted == -EAGAIN || submitted == -EBUSY || submitted == -EINTR) &&
         tries < kSubmitRetriesMax) {
       // The kernel is short of resources or the completion queue is backed up: reap, retry.
@@ -953,6 +987,7 @@ Result<void> Journal::Impl::reap(bool* progressed) {
     if (outcome) outcome = handle(io_uring_cqe_get_data64(cqe), cqe->res);
   }
   io_uring_cq_advance(&ring, seen);
+  requests_outstanding -= std::min<std::uint64_t>(seen, requests_outstanding);
   if (!outcome) return outcome;
   if (failed) return unexpected(error);
   // The durable position advances over the contiguous prefix of durable flushes only.
