@@ -17,7 +17,7 @@ inline constexpr std::uint32_t kFormatVersion = 1;
 inline constexpr std::uint64_t kSegmentHeaderBytes = 4096;  // Records start on the second block.
 inline constexpr std::uint64_t kBlockBytes = 4096;
 inline constexpr std::uint64_t kRecordAlign = 8;
-inline constexpr std::uint64_t kSegmentBytesMin = 64 * 1024;
+inline constexpr std::uint64_t kSegmentBytesMin = std::uint64_t{64} * 1024;
 inline constexpr std::uint64_t kNoSource = ~std::uint64_t{0};
 
 enum class RecordKind : std::uint32_t {
