@@ -105,7 +105,7 @@ constexpr std::uint64_t kRetrialOnRateChange = 1024;
 // A trial that moves to the wide count is confirmed by another this many submissions later. A
 // wide count kept by chance costs every record after it (past saturation on an SSD, where a
 // block is a few large flushes and the one a narrow block leaves in flight completes in the wide
-// block after it, four slots won about one run in five and lost 15-25% of the throughput), and
+// block after it, four slots won one or two runs in six and lost 15-25% of the throughput), and
 // two chance wins in a row are much rarer than one.
 constexpr std::uint64_t kConfirmWideAfter = 1024;
 // Rate windows after the first append before the rate estimate is taken as settled.
@@ -125,10 +125,10 @@ constexpr double kOutlierSpreads = 3.0;
 constexpr double kGatherUnbounded = 1e15;
 // Overloaded, the policy sizes batches so that the fixed cost is this share of a flush.
 constexpr double kOverloadFixedShare = 0.05;
-// With a slot free beside the flushes in flight, the oldest pending record waits at most this
-// share of the cost of flushing what is pending before it gets a flush of its own (pacing; only
-// once the rate estimate has settled, and while one slot could keep up: paced from the first
-// flush, the first trial's wide blocks split an overload into small flushes).
+// Pacing (see the opening comment): the share of the cost of flushing what is pending that the
+// oldest pending record waits, beside the flushes in flight, before it gets a flush of its own.
+// Only once the rate estimate has settled: paced from the first flush, the first trial's wide
+// blocks split an overload (whose rate the estimate had not yet seen) into small flushes.
 constexpr double kPaceShare = 0.5;
 // Between completions, the choices are recomputed at most this often.
 constexpr std::int64_t kChooseEveryNs = 20'000;
