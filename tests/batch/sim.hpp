@@ -2,7 +2,9 @@
 // simulated clock, a seeded open-loop arrival process and a simulated disk.
 //
 // The journal it imitates: records are appended at their arrival time; the policy is consulted
-// after every append, after every flush completion and at the recheck time it last asked for;
+// after every flush completion, after every append while fewer flushes are in flight than it last
+// allowed (with every slot taken an append cannot start one) and at the recheck time it last
+// asked for;
 // when it says flush_now and fewer than max_in_flight flushes are in flight, everything pending
 // is submitted as one flush. A record is durable when its flush and every flush submitted before
 // it are complete (durability is a prefix, as the journal publishes it), and the policy hears of
@@ -206,6 +208,7 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
   std::size_t pending_first = 0;  // Records [pending_first, records.size()) are pending.
   std::uint64_t pending_bytes = 0;
   std::int64_t recheck_ns = kNever;
+  std::uint32_t max_in_flight = 1;  // As the policy last allowed.
   std::int64_t next_snapshot_ns = snapshot_every_ns > 0 ? 0 : kNever;
 
   // Arrivals: Poisson within each phase, then the extra ones, merged in time order.
@@ -269,6 +272,7 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
     state.in_flight = static_cast<std::uint32_t>(flights());
     const FlushDecision decision = policy.decide(state);
     recheck_ns = decision.recheck_at_ns > 0 ? decision.recheck_at_ns : kNever;
+    max_in_flight = std::max<std::uint32_t>(1, decision.max_in_flight);
     if (state.pending_records == 0) return;
     if (decision.flush_now && state.in_flight < decision.max_in_flight) {
       submit(now);
@@ -311,7 +315,7 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
       result.records.push_back(Record{now, -1});
       pending_bytes += bytes;
       policy.on_append(now, bytes);
-      consult(now);
+      if (flights() < max_in_flight || now >= recheck_ns) consult(now);
     } else if (recheck_ns == next_ns) {
       recheck_ns = kNever;
       consult(now);

@@ -726,6 +726,64 @@ TEST(JournalPolicy, NaturalAndEveryFlushAtOnce) {
   }
 }
 
+// Natural batching that counts how it is consulted: flush whatever waits into the one slot, and
+// note every decision asked for with the slot taken and no completion since the last one.
+class CountingNaturalPolicy : public FlushPolicy {
+ public:
+  void on_append(std::int64_t /*now_ns*/, std::uint64_t /*bytes*/) noexcept override { ++appends; }
+  void on_flush_complete(const FlushCompletion& /*completion*/) noexcept override {
+    completed_since_decide_ = true;
+  }
+  FlushDecision decide(const FlushState& state) noexcept override {
+    ++decides;
+    if (state.in_flight >= 1 && !completed_since_decide_ && state.pending_records != 0) {
+      ++needless;
+    }
+    completed_since_decide_ = false;
+    FlushDecision decision;
+    decision.flush_now = state.pending_records != 0;
+    return decision;
+  }
+  [[nodiscard]] FlushPolicyStats stats() const noexcept override { return {}; }
+  [[nodiscard]] const char* name() const noexcept override { return "counting"; }
+
+  std::uint64_t appends = 0;
+  std::uint64_t decides = 0;
+  std::uint64_t needless = 0;  // Decisions asked for that could not have started a flush.
+
+ private:
+  bool completed_since_decide_ = false;
+};
+
+// With every slot the policy allows taken (and no recheck due), an append cannot start a flush,
+// and the journal does not ask the policy: the completion brings the next decision, and what was
+// appended meanwhile still goes out with it (nothing waits for a recheck that never comes).
+TEST(JournalPolicy, AnAppendWithEverySlotTakenIsDecidedAtTheCompletion) {
+  DiskDir disk;
+  JournalOptions options = small_options(JournalSync::kWriteFdatasync);
+  auto owned = std::make_unique<CountingNaturalPolicy>();
+  CountingNaturalPolicy* policy = owned.get();
+  options.policy = std::move(owned);
+  auto journal = Journal::open(disk.path() + "/j", std::move(options));
+  ASSERT_TRUE(journal) << journal.error().message();
+  std::vector<std::byte> payload(200, std::byte{3});
+  constexpr std::uint64_t kRecords = 3000;
+  std::uint64_t appended_in_flight = 0;
+  for (std::uint64_t i = 0; i < kRecords; ++i) {
+    ASSERT_TRUE(journal->append(payload));
+    if (journal->in_flight() != 0) ++appended_in_flight;
+  }
+  EXPECT_EQ(policy->needless, 0u) << policy->decides << " decisions";
+  // fdatasync on a disk takes far longer than an append: most appends find the slot taken.
+  EXPECT_LT(policy->decides, policy->appends) << appended_in_flight << " appends in flight";
+  // Everything appended while the slot was taken went out with later completions.
+  for (int i = 0; i < 2000 && journal->durable_sequence() < kRecords; ++i) {
+    ASSERT_TRUE(journal->wait(std::chrono::milliseconds(10)));
+  }
+  EXPECT_EQ(journal->durable_sequence(), kRecords);
+  EXPECT_EQ(journal->pending_bytes(), 0u);
+}
+
 // Flushes every record at once with up to eight in flight, and asks for an io-wq cap.
 class CappedWorkersPolicy : public FlushPolicy {
  public:

@@ -1,8 +1,10 @@
 // When the journal flushes: the interface between weft::Journal and the policies that decide how
 // many bytes to gather, how long at most to wait and how many flushes to keep in flight.
 //
-// The journal consults its policy before every flush decision: after each append, after each
-// flush completes, and at the latest at the time the policy last asked to be consulted again.
+// The journal consults its policy before every flush decision: after each flush completes, after
+// each append that could start a flush (one with fewer flushes in flight than the policy last
+// allowed: with every slot taken the next completion brings the decision), on Journal::poll and
+// wait, and at the latest at the time the policy last asked to be consulted again.
 // All times are CLOCK_MONOTONIC nanoseconds. A policy is used by one thread (the journal's
 // flushing thread); it need not be thread-safe.
 #pragma once
@@ -25,8 +27,9 @@ struct FlushState {
 };
 
 // The policy's answer. The journal submits the pending bytes now when flush_now is true and
-// in_flight < max_in_flight; otherwise it consults the policy again on the next append or
-// completion, and at recheck_at_ns at the latest (0: no deadline, only on events).
+// in_flight < max_in_flight; otherwise it consults the policy again on the next append (while a
+// slot is free) or completion, and at recheck_at_ns at the latest (0: no deadline, only on
+// events).
 struct FlushDecision {
   bool flush_now = false;
   std::int64_t recheck_at_ns = 0;

@@ -256,7 +256,8 @@ class AdaptiveFlush final : public FlushPolicy {
   }
 
   // Runs for every record: counts only. The rates take these counts when the choices are next
-  // recomputed (within kChooseEveryNs), and the open chunk remembers the append times.
+  // recomputed (within kChooseEveryNs), and the open chunk remembers the append times (a trial's,
+  // whose latencies are measured; the others only count).
   void on_append(std::int64_t now_ns, std::uint64_t bytes) noexcept override {
     if (first_append_ns_ < 0) first_append_ns_ = now_ns;
     unfolded_records_ += 1;
@@ -268,7 +269,7 @@ class AdaptiveFlush final : public FlushPolicy {
       if (open_.block >= 0) ++trial_chunks_;
     }
     ++open_.records;
-    open_.offset_sum_ns += static_cast<double>(now_ns - open_.first_ns);
+    if (open_.block >= 0) open_.offset_sum_ns += static_cast<double>(now_ns - open_.first_ns);
   }
 
   void on_flush_complete(const FlushCompletion& completion) noexcept override {
@@ -301,8 +302,7 @@ class AdaptiveFlush final : public FlushPolicy {
     if (state.pending_records == 0 && state.pending_bytes == 0) return decision;
     // The device is idle: waiting cannot help anyone (see the opening comment).
     if (state.in_flight == 0) {
-      decision.flush_now = true;
-      on_submit(state.now_ns);
+      flush(state.now_ns, &decision);
       return decision;
     }
     const auto pending = static_cast<double>(state.pending_bytes);
@@ -330,8 +330,7 @@ class AdaptiveFlush final : public FlushPolicy {
         (!overloaded_ && (state.now_ns >= deadline_ns || (pacing_ && state.now_ns >= paced_ns) ||
                           !next_arrival_before(state.now_ns, deadline_ns)));
     if (worth_a_flush) {
-      decision.flush_now = true;
-      on_submit(state.now_ns);
+      flush(state.now_ns, &decision);
       return decision;
     }
     // Ask again when the oldest record runs out of slack or pacing lets it go, or when
@@ -399,6 +398,17 @@ class AdaptiveFlush final : public FlushPolicy {
   // completions).
   [[nodiscard]] bool block_done(std::int64_t now_ns, std::uint32_t count) const noexcept {
     return count >= kBlockSubmits || now_ns - block_start_ns_ >= kBlockNsMax;
+  }
+
+  // Says flush now in `decision`. The submission may move a trial to its next block, with the
+  // other slot count: the journal consults the policy after an append only while a slot is free
+  // by the last decision, so the decision carries the larger of the two counts (the flush is
+  // allowed by the old one; a wide block that starts here must not wait for a completion to use
+  // its slots).
+  void flush(std::int64_t now_ns, FlushDecision* decision) noexcept {
+    decision->flush_now = true;
+    on_submit(now_ns);
+    decision->max_in_flight = std::max(decision->max_in_flight, max_in_flight_);
   }
 
   // The records pending were just submitted as one flush: they become a chunk of the trial block

@@ -747,7 +747,9 @@ struct Journal::Impl {
   Result<void> submit_op(std::uint32_t slot);
   Result<void> reap(bool* progressed);
   Result<void> handle(std::uint64_t user_data, int result);
-  Result<void> consult();
+  // Asks the policy and submits what it says; now_ns: the clock as the caller last read it (0:
+  // read it here).
+  Result<void> consult(std::int64_t now_ns = 0);
   void cap_io_workers(std::uint32_t workers) noexcept;
   Result<void> wait_for_completion(std::int64_t deadline_ns);
   // Reaps completions, waiting for more, until `done()` (which something in flight must bring).
@@ -1020,10 +1022,10 @@ Result<void> Journal::Impl::reap(bool* progressed) {
   return {};
 }
 
-Result<void> Journal::Impl::consult() {
+Result<void> Journal::Impl::consult(std::int64_t now_ns) {
   const std::uint64_t pending = pending_bytes();
   FlushState state;
-  state.now_ns = monotonic_ns();
+  state.now_ns = now_ns != 0 ? now_ns : monotonic_ns();
   state.pending_bytes = pending;
   state.pending_records = pending_records;
   state.oldest_pending_ns = oldest_pending_ns;
@@ -1153,8 +1155,20 @@ Result<std::uint64_t> Journal::Impl::append(std::span<const std::byte> payload,
   stats.appended_bytes += payload.size();
   policy->on_append(now, span);
   bool progressed = false;
+  const std::uint64_t flushes_before = stats.flushes;
   if (auto reaped = reap(&progressed); !reaped) return unexpected(reaped.error());
-  if (auto consulted = consult(); !consulted) return unexpected(consulted.error());
+  const bool completed = stats.flushes != flushes_before;
+  // With every slot the policy allows taken, an append cannot start a flush: the policy hears of
+  // it at the next completion of a flush (which reap may just have reported) or at its recheck
+  // time. At saturation a flush is nearly always in flight, and this spares the appending thread
+  // a call into the policy and a clock read per record.
+  if (!completed && flushes_in_flight() >= max_in_flight &&
+      (recheck_at_ns == 0 || now < recheck_at_ns)) {
+    return sequence;
+  }
+  if (auto consulted = consult(progressed ? 0 : now); !consulted) {
+    return unexpected(consulted.error());
+  }
   return sequence;
 }
 
