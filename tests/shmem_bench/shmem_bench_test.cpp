@@ -135,6 +135,24 @@ TEST(ShmemBenchBatchSweep, JsonHasOneObjectPerPolicyAndRate) {
       ASSERT_TRUE(point.contains(key)) << key << " missing: " << point.dump();
     }
     ASSERT_EQ(point["durable_p99_ns_runs"].size(), 2u) << point.dump();
+    // Flushes run by run add up to the point's total; the adaptive policies say which slot count
+    // each run ended on, within their limits.
+    ASSERT_EQ(point["flushes_runs"].size(), 2u) << point.dump();
+    EXPECT_EQ(point["flushes_runs"][0].get<std::uint64_t>() +
+                  point["flushes_runs"][1].get<std::uint64_t>(),
+              point["flushes"].get<std::uint64_t>());
+    const std::string policy = point["policy"].get<std::string>();
+    const std::uint32_t limit = policy == "adaptive"         ? 4
+                                : policy == "adaptive-x1"    ? 1
+                                : policy == "adaptive-x2-w0" ? 2
+                                                             : 0;
+    ASSERT_EQ(point.contains("max_in_flight_runs"), limit != 0) << point.dump();
+    if (limit != 0) {
+      for (const json& slots : point["max_in_flight_runs"]) {
+        EXPECT_GE(slots.get<std::uint32_t>(), 1u) << point.dump();
+        EXPECT_LE(slots.get<std::uint32_t>(), limit) << point.dump();
+      }
+    }
     EXPECT_EQ(point["sync"], expected_sync) << point.dump();
     by_point[{point["policy"].get<std::string>(), point["offered_per_s"].get<double>()}] = point;
     points.insert({point["policy"].get<std::string>(), point["offered_per_s"].get<double>()});

@@ -235,6 +235,8 @@ PointRun run_point(const PolicySpec& spec, double rate, double duration_s,
   // as waiting until now, at least (a lower bound of their latency).
   PointRun out;
   const std::int64_t stop_ns = now_ns();
+  // The policy's estimates and choices as the load ends (the drain that follows has no arrivals).
+  out.stats = journal.stats().policy;
   while (next_send < static_cast<double>(end_ns)) {
     const auto sent_ns = static_cast<std::int64_t>(next_send);
     if (sent_ns >= measure_from_ns) {
@@ -262,9 +264,7 @@ PointRun run_point(const PolicySpec& spec, double rate, double duration_s,
   out.scheduled_per_s = static_cast<double>(scheduled_in_window) * 1e9 / window_ns;
   out.p50_ns = static_cast<double>(latencies.value_at_percentile(50));
   out.p99_ns = static_cast<double>(latencies.value_at_percentile(99));
-  const weft::JournalStats stats = journal.stats();
-  out.flushes = stats.flushes;
-  out.stats = stats.policy;
+  out.flushes = journal.stats().flushes;
   return out;
 }
 
@@ -640,12 +640,18 @@ int run_batch_sweep(const BatchSweepConfig& config) {
         };
         // Run by run (same order for every policy), for same-run ratios of your own.
         nlohmann::json p99_runs = nlohmann::json::array(), achieved_runs = nlohmann::json::array();
+        nlohmann::json flushes_runs = nlohmann::json::array(), slots_runs = nlohmann::json::array();
         for (const PointRun& run : results[p][r]) {
           p99_runs.push_back(run.p99_ns);
           achieved_runs.push_back(run.achieved_per_s);
+          flushes_runs.push_back(run.flushes);
+          slots_runs.push_back(run.stats.max_in_flight);
         }
         o["durable_p99_ns_runs"] = std::move(p99_runs);
         o["achieved_per_s_runs"] = std::move(achieved_runs);
+        o["flushes_runs"] = std::move(flushes_runs);
+        // The adaptive policy's slot verdict as each run's load ended.
+        if (specs[p].adaptive) o["max_in_flight_runs"] = std::move(slots_runs);
         if (repeats[p]) {
           const Spread ratio = control_ratio(p, r);
           o["control_of"] = specs[p].control_of;
