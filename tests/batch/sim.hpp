@@ -67,6 +67,12 @@ struct Load {
   std::uint64_t record_bytes_max = 256;
   // Extra records appended at exactly these times (lone records, bursts).
   std::vector<std::int64_t> extra_arrivals_ns;
+  // The appending thread's own time (the journal runs on it): per record appended, and per flush
+  // submitted (the submission, the device's notification, the completion's reaping). While it is
+  // busy nothing else happens, and records due meanwhile are appended late (their latency still
+  // counts from their arrival). 0 and 0: a thread that is never behind.
+  std::int64_t sender_record_ns = 0;
+  std::int64_t sender_flush_ns = 0;
 };
 
 struct Disk {
@@ -84,7 +90,8 @@ struct Disk {
 inline constexpr std::uint64_t kBufferBytes = std::uint64_t{1} << 20;
 
 struct Record {
-  std::int64_t arrival_ns = 0;
+  std::int64_t arrival_ns = 0;   // When it was due (latency counts from here)...
+  std::int64_t appended_ns = 0;  // ...and when the appending thread got to it.
   std::int64_t durable_ns = -1;  // -1: never became durable.
 };
 
@@ -209,6 +216,7 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
   std::uint64_t pending_bytes = 0;
   std::int64_t recheck_ns = kNever;
   std::uint32_t max_in_flight = 1;  // As the policy last allowed.
+  std::int64_t sender_free_ns = 0;  // The appending thread is busy until then.
   std::int64_t next_snapshot_ns = snapshot_every_ns > 0 ? 0 : kNever;
 
   // Arrivals: Poisson within each phase, then the extra ones, merged in time order.
@@ -260,6 +268,7 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
     pending_first = result.records.size();
     pending_bytes = 0;
     recheck_ns = kNever;
+    sender_free_ns = std::max(sender_free_ns, now) + load.sender_flush_ns;
   };
 
   auto consult = [&](std::int64_t now) {
@@ -268,7 +277,7 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
     state.pending_bytes = pending_bytes;
     state.pending_records = result.records.size() - pending_first;
     state.oldest_pending_ns =
-        state.pending_records > 0 ? result.records[pending_first].arrival_ns : 0;
+        state.pending_records > 0 ? result.records[pending_first].appended_ns : 0;
     state.in_flight = static_cast<std::uint32_t>(flights());
     const FlushDecision decision = policy.decide(state);
     recheck_ns = decision.recheck_at_ns > 0 ? decision.recheck_at_ns : kNever;
@@ -286,7 +295,13 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
     const std::int64_t arrival_ns =
         next_arrival < arrivals.size() ? arrivals[next_arrival] : kNever;
     const std::int64_t complete_ns = next_completion_ns();
-    const std::int64_t next_ns = std::min({arrival_ns, complete_ns, recheck_ns, next_snapshot_ns});
+    // The journal acts on an event once its thread is free: a completion is reaped, a record due
+    // appended and a recheck made when the thread gets to them, in that order.
+    const auto when = [&](std::int64_t t) {
+      return t == kNever ? kNever : std::max(t, sender_free_ns);
+    };
+    const std::int64_t next_ns =
+        std::min({when(arrival_ns), when(complete_ns), when(recheck_ns), next_snapshot_ns});
     if (next_ns == kNever) break;
     if (next_ns > load.end_ns + drain_limit_ns) break;
     if (next_snapshot_ns == next_ns && arrival_ns == kNever && flights() == 0 &&
@@ -294,8 +309,8 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
       break;  // Only snapshots left: the run is over.
     }
     now = std::max(now, next_ns);
-    if (complete_ns == next_ns) {
-      const Flush done = take_completed(now);
+    if (when(complete_ns) == next_ns) {
+      const Flush done = take_completed(complete_ns);
       flush_complete_ns[done.index] = done.complete_ns;
       // The journal reports flushes as they join the durable prefix, in order, at that time.
       while (durable_flushes < flush_complete_ns.size() &&
@@ -309,14 +324,15 @@ inline Result run(FlushPolicy& policy, const Load& load, const Disk& disk, std::
         ++durable_flushes;
       }
       consult(now);
-    } else if (arrival_ns == next_ns) {
+    } else if (when(arrival_ns) == next_ns) {
       const std::uint64_t bytes = sizes[next_arrival++];
       if (pending_bytes + bytes > kBufferBytes && pending_bytes > 0) submit(now);
-      result.records.push_back(Record{now, -1});
+      result.records.push_back(Record{arrivals[next_arrival - 1], now, -1});
+      sender_free_ns = std::max(sender_free_ns, now) + load.sender_record_ns;
       pending_bytes += bytes;
       policy.on_append(now, bytes);
       if (flights() < max_in_flight || now >= recheck_ns) consult(now);
-    } else if (recheck_ns == next_ns) {
+    } else if (when(recheck_ns) == next_ns) {
       recheck_ns = kNever;
       consult(now);
     } else {

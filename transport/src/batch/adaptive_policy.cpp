@@ -26,7 +26,10 @@
 //  - max_in_flight: what the last trial chose. The wide count wins only when its records were
 //    durable at least 10% sooner on average, in the sum and in two block pairs of three; or, past
 //    what one slot can take (where latency grows on the narrow side whatever happens), when 5%
-//    more records per second were made durable with it. Otherwise one flush in flight: natural
+//    more records per second were made durable with it; and in either case only if records did
+//    not arrive clearly slower in its blocks (where the appending thread is the bottleneck, the
+//    extra flushes cost it the records it appends, and the journal's own view, which starts at
+//    the append, hides the sender's growing backlog). Otherwise one flush in flight: natural
 //    batching while the device is busy. The first trial starts with the first flush (4 block
 //    pairs; a block is 8 submissions or completions, 5 ms at most); later ones (3 pairs) come
 //    after 2^16 submissions, doubling to 2^22 while the verdict holds, or once the arrival rate
@@ -91,6 +94,18 @@ constexpr double kTrialRecordsMin = 16;
 constexpr double kWideLatencyShare = 0.9;
 // ...or, overloaded, when this many more records per second are made durable with it.
 constexpr double kWideGain = 1.05;
+// ...and in any case only if records kept arriving at this share of the narrow side's rate at
+// least. An open-loop load arrives at the same rate whatever the policy does; where the thread
+// that appends is itself the bottleneck (a sender behind its schedule), the CPU each flush costs
+// it (the submission, the device's notification, the completion) is taken from the records it
+// appends, and a slot count that flushes more often lowers the rate at which they arrive. The
+// journal sees only the records it is given, durable sooner: the sender's backlog, which grows,
+// is invisible to it, and past saturation four slots made records durable sooner in the journal's
+// view while the appending thread fell further behind (docs/batcher.md).
+constexpr double kArrivalShareMin = 0.97;
+// The arrival deficit must also exceed this many standard deviations of a Poisson count, so that
+// chance alone (a few records per block at low rates) does not veto the wide count.
+constexpr double kArrivalDeficitSigmas = 3.0;
 // Submissions between trials: doubling from the first while the verdict stays the same. Rare:
 // a trial costs the records of its worse side (and, with io_workers = 0, the io-wq workers its
 // wide blocks start, which the kernel keeps for about 5 s; on a 2-vCPU VM they made flushes
@@ -534,7 +549,8 @@ class AdaptiveFlush final : public FlushPolicy {
     // must also be better in two pairs of three.
     const bool wide_wins = wide.records >= kTrialRecordsMin && narrow.records >= kTrialRecordsMin &&
                            better(wide, narrow, overloaded) &&
-                           (overloaded || 3 * wide_won >= 2 * pairs);
+                           (overloaded || 3 * wide_won >= 2 * pairs) &&
+                           !slows_arrivals(wide, narrow);
     if (wide_wins && !verdict_wide_) {
       retrial_every_ = kConfirmWideAfter;  // A move to the wide count is tried again soon.
     } else if (wide_wins == verdict_wide_) {
@@ -562,6 +578,20 @@ class AdaptiveFlush final : public FlushPolicy {
     }
     return wide.records > 0 && narrow.records > 0 &&
            wide.latency_ns / wide.records <= kWideLatencyShare * narrow.latency_ns / narrow.records;
+  }
+
+  // Whether records arrived clearly slower in the `wide` blocks than in the `narrow` ones: below
+  // kArrivalShareMin of the narrow rate, by more than kArrivalDeficitSigmas standard deviations of
+  // Poisson counts (the appending thread paid for the extra flushes).
+  [[nodiscard]] static bool slows_arrivals(const BlockTally& wide,
+                                           const BlockTally& narrow) noexcept {
+    if (wide.duration_ns <= 0 || narrow.duration_ns <= 0) return false;
+    const double wide_rate = wide.records / wide.duration_ns;
+    const double narrow_rate = narrow.records / narrow.duration_ns;
+    const double sigma = std::sqrt(wide.records / (wide.duration_ns * wide.duration_ns) +
+                                   narrow.records / (narrow.duration_ns * narrow.duration_ns));
+    return wide_rate < kArrivalShareMin * narrow_rate &&
+           narrow_rate - wide_rate > kArrivalDeficitSigmas * sigma;
   }
 
   // Recomputes the published choices from the estimates as they stand at now_ns.
