@@ -35,8 +35,8 @@ namespace fs = std::filesystem;
 
 JournalOptions small_options(JournalSync sync = JournalSync::kAuto) {
   JournalOptions options;
-  options.segment_bytes = 64 * 1024;
-  options.buffer_bytes = 32 * 1024;
+  options.segment_bytes = std::uint64_t{64} * 1024;
+  options.buffer_bytes = std::uint64_t{32} * 1024;
   options.buffers = 4;
   options.spare_segments = 0;
   options.sync = sync;
@@ -62,7 +62,7 @@ void append_records(Journal& journal, std::uint64_t first, std::uint64_t count,
 
 class JournalTest : public ::testing::TestWithParam<JournalSync> {
  protected:
-  std::string dir() const {
+  [[nodiscard]] std::string dir() const {
     return GetParam() == JournalSync::kNone ? shm_.path() + "/j" : disk_.path() + "/j";
   }
   TempDir shm_;
@@ -176,7 +176,7 @@ void roll_many_segments(const std::string& dir, JournalSync sync, std::uint64_t 
   FaultHook hook([](journal::IoOp, int result, std::uint32_t) { return result; });
   JournalOptions options = small_options(sync);
   // Several flushes in flight, so that a segment fills while flushes of it are still in flight.
-  options.policy = make_fixed_flush(8 * 1024, std::chrono::microseconds(50), 8);
+  options.policy = make_fixed_flush(std::uint64_t{8} * 1024, std::chrono::microseconds(50), 8);
   options.spare_segments = 2;
   const auto open_files = [] {
     return std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator{});
@@ -870,8 +870,10 @@ TEST(JournalPolicy, IoWorkerCapAskedByThePolicyBoundsTheKernelsPool) {
 
 class JournalFault : public ::testing::Test {
  protected:
-  std::string dir() const { return shm_.path() + "/j"; }
-  JournalOptions options() const { return small_options(JournalSync::kWriteFdatasync); }
+  [[nodiscard]] std::string dir() const { return shm_.path() + "/j"; }
+  [[nodiscard]] JournalOptions options() const {
+    return small_options(JournalSync::kWriteFdatasync);
+  }
   TempDir shm_;
 };
 

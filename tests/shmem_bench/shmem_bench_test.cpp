@@ -122,8 +122,7 @@ TEST(ShmemBenchBatchSweep, JsonHasOneObjectPerPolicyAndRate) {
                                              "fixed-16KiB-200us"};
   const json out = parse(
       shmem_bench({"batch-sweep", "--json", "--dir", disk.path(), "--rates", "1k,5k", "--policies",
-                   "adaptive,adaptive-x1,adaptive-x2-w0,natural,natural#2,every,"
-                   "fixed-16KiB-200us",
+                   "adaptive,adaptive-x1,adaptive-x2-w0,natural,natural#2,every,fixed-16KiB-200us",
                    "--duration", "0.4", "--warmup", "0.1", "--min-records", "200", "--runs", "2"}));
   ASSERT_TRUE(out.is_array());
   ASSERT_EQ(out.size(), policies.size() * 2);
