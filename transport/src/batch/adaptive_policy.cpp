@@ -9,12 +9,15 @@
 //    policy plans with when it protects the latency target (4 mean absolute deviations cover the
 //    one-sided 99th percentile of a Laplace-shaped noise);
 //  - what more slots buy, end to end: in trials, blocks of flushes alternate between one flush in
-//    flight (narrow) and max_in_flight_limit (wide), and the policy measures the mean
+//    flight (narrow) and max_in_flight_limit (wide), in the order wide, narrow, narrow, wide, ...
+//    (a drift through the trial favours neither side), and the policy measures the mean
 //    append-to-durable latency of the records appended in each block, and the records made
-//    durable per second while each block ran. Not the latency a second flush hid for itself: on
-//    a device that shares its bandwidth (or a host that shares its CPUs) a flush beside another
-//    finishes early because it slows the other, and durability is a prefix, so its records gain
-//    nothing.
+//    durable per second while each block ran. A block counts only from the moment the flushes
+//    of the block before it are durable: a narrow block's records must not wait behind the wide
+//    block's queue, nor be credited with its completions. Not the latency a second flush hid for
+//    itself: on a device that shares its bandwidth (or a host that shares its CPUs) a flush beside
+//    another finishes early because it slows the other, and durability is a prefix, so its records
+//    gain nothing.
 //
 // What it chooses, and why:
 //  - When no flush is in flight, flush whatever waits at once. With the device idle, waiting can
@@ -31,13 +34,13 @@
 //    extra flushes cost it the records it appends, and the journal's own view, which starts at
 //    the append, hides the sender's growing backlog). Otherwise one flush in flight: natural
 //    batching while the device is busy. The first trial starts with the first flush (4 block
-//    pairs; a block is 8 submissions or completions, 5 ms at most); later ones (3 pairs) come
-//    after 2^16 submissions, doubling to 2^22 while the verdict holds, or once the arrival rate
-//    has moved 2x from the verdict's (after 1024 submissions at least). A trial that moves to the
-//    wide count is tried again after 1024 submissions, and the wide count stays only if that
-//    trial agrees. Until a wide verdict, the journal's io-wq pool is capped at io_workers (2), the
-//    trials' wide blocks included: the workers a wide block would start outlive it by seconds,
-//    and a larger pool was slower.
+//    pairs; a block is 8 submissions or completions, 5 ms at most, once it counts); later ones
+//    (3 pairs) come after 2^16 submissions, doubling to 2^22 while the verdict holds, or once the
+//    arrival rate has moved 2x from the verdict's (after 1024 submissions at least). A trial that
+//    moves to the wide count is tried again after 1024 submissions, and the wide count stays only
+//    if that trial agrees. Until a wide verdict, the journal's io-wq pool is capped at io_workers
+//    (2), the trials' wide blocks included: the workers a wide block would start outlive it by
+//    seconds, and a larger pool was slower.
 //  - gather_bytes: the smallest batch worth a flush of its own next to the ones in flight: the
 //    batch whose cost, shared among the p = max_in_flight slots, is covered by its own arrival
 //    time at `utilisation_max`: fixed*rate/(p*u - per_byte*rate). At low load that is one record;
@@ -280,7 +283,7 @@ class AdaptiveFlush final : public FlushPolicy {
     if (open_.records == 0) {
       // A chunk belongs to the trial block its first record arrived in.
       open_.first_ns = now_ns;
-      open_.block = trial_running_ ? static_cast<std::int32_t>(block_) : -1;
+      open_.block = trial_running_ && !draining_ ? static_cast<std::int32_t>(block_) : -1;
       if (open_.block >= 0) ++trial_chunks_;
     }
     ++open_.records;
@@ -297,9 +300,16 @@ class AdaptiveFlush final : public FlushPolicy {
     if (!overlapped) cost_.add(bytes, latency_ns);
     settle(completion.records, completion.complete_ns);
     last_complete_ns_ = std::max(last_complete_ns_, completion.complete_ns);
-    if (trial_running_) blocks_[block_].durable += static_cast<double>(completion.records);
-    if (trial_running_ && block_done(completion.complete_ns, ++block_completions_)) {
-      next_block(completion.complete_ns);
+    last_complete_submit_ns_ = std::max(last_complete_submit_ns_, completion.submit_ns);
+    if (trial_running_ && draining_) {
+      // Completions come in submission order: this one says every flush of the block before is
+      // durable, and the block in progress starts to count.
+      if (completion.submit_ns >= drain_submit_ns_) begin_block(completion.complete_ns);
+    } else if (trial_running_) {
+      blocks_[block_].durable += static_cast<double>(completion.records);
+      if (block_done(completion.complete_ns, ++block_completions_)) {
+        next_block(completion.complete_ns);
+      }
     }
     if (awaiting_verdict_ && trial_chunks_ == 0) conclude_trial();
     choose(completion.complete_ns);
@@ -430,8 +440,9 @@ class AdaptiveFlush final : public FlushPolicy {
   // in progress (if any), and the trial moves on.
   void on_submit(std::int64_t now_ns) noexcept {
     close_chunk();
+    last_submit_ns_ = now_ns;
     if (trial_running_) {
-      if (block_done(now_ns, ++block_submits_)) {
+      if (!draining_ && block_done(now_ns, ++block_submits_)) {
         next_block(now_ns);
       }
       return;
@@ -466,8 +477,6 @@ class AdaptiveFlush final : public FlushPolicy {
   void next_block(std::int64_t now_ns) noexcept {
     close_chunk();  // Records appended from here on belong to the next block.
     blocks_[block_].duration_ns = static_cast<double>(now_ns - block_start_ns_);
-    block_submits_ = block_completions_ = 0;
-    block_start_ns_ = now_ns;
     ++block_;
     if (block_ >= 2 * trial_pairs_) {
       // Every block run: back to the standing choice until the trial's records are durable and
@@ -476,9 +485,33 @@ class AdaptiveFlush final : public FlushPolicy {
       awaiting_verdict_ = true;
       wide_ = verdict_wide_;
     } else {
-      wide_ = block_ % 2 == 0;  // Even blocks try the wide slot count, odd ones the narrow.
+      wide_ = block_is_wide(block_);
+      drain(now_ns);
     }
     choose(now_ns);
+  }
+
+  // Blocks run wide, narrow, narrow, wide, wide, ...: each pair in the other order from the one
+  // before, so that a load (or a device) drifting through a trial favours neither side.
+  [[nodiscard]] static bool block_is_wide(std::uint32_t block) noexcept {
+    return block % 4 == 0 || block % 4 == 3;
+  }
+
+  // The block in progress counts nothing until the flushes submitted before it are durable:
+  // otherwise a narrow block's records would wait behind the wide block's flushes (and a wide
+  // block's behind the narrow one's), and each block would be charged for the one before it.
+  void drain(std::int64_t now_ns) noexcept {
+    draining_ = last_submit_ns_ > last_complete_submit_ns_;
+    drain_submit_ns_ = last_submit_ns_;
+    if (!draining_) begin_block(now_ns);
+  }
+
+  // The block in progress starts to count at now_ns.
+  void begin_block(std::int64_t now_ns) noexcept {
+    close_chunk();  // Records appended while draining belong to no block.
+    draining_ = false;
+    block_submits_ = block_completions_ = 0;
+    block_start_ns_ = now_ns;
   }
 
   void start_trial(std::int64_t now_ns) noexcept {
@@ -486,11 +519,10 @@ class AdaptiveFlush final : public FlushPolicy {
     trial_due_ = false;
     trial_running_ = true;
     block_ = 0;
-    block_submits_ = block_completions_ = 0;
-    block_start_ns_ = now_ns;
     trial_pairs_ = trials_ == 0 ? kFirstTrialPairs : kTrialPairs;
     blocks_ = {};
     wide_ = true;
+    drain(now_ns);
     choose(now_ns);
   }
 
@@ -534,8 +566,10 @@ class AdaptiveFlush final : public FlushPolicy {
     BlockTally wide, narrow;
     std::uint32_t pairs = 0, wide_won = 0;
     for (std::uint32_t pair = 0; pair < trial_pairs_; ++pair) {
-      const BlockTally& w = blocks_[std::size_t{2} * pair];
-      const BlockTally& n = blocks_[std::size_t{2} * pair + 1];
+      const std::size_t first = std::size_t{2} * pair;
+      const bool wide_first = block_is_wide(static_cast<std::uint32_t>(first));
+      const BlockTally& w = blocks_[wide_first ? first : first + 1];
+      const BlockTally& n = blocks_[wide_first ? first + 1 : first];
       wide.records += w.records, wide.latency_ns += w.latency_ns;
       wide.durable += w.durable, wide.duration_ns += w.duration_ns;
       narrow.records += n.records, narrow.latency_ns += n.latency_ns;
@@ -673,6 +707,10 @@ class AdaptiveFlush final : public FlushPolicy {
   std::uint32_t block_submits_ = 0;
   std::uint32_t block_completions_ = 0;
   std::int64_t block_start_ns_ = 0;
+  bool draining_ = false;  // The block waits for the flushes submitted before it.
+  std::int64_t drain_submit_ns_ = 0;
+  std::int64_t last_submit_ns_ = std::numeric_limits<std::int64_t>::min();
+  std::int64_t last_complete_submit_ns_ = std::numeric_limits<std::int64_t>::min();
   std::array<BlockTally, std::size_t{2} * kFirstTrialPairs> blocks_{};
   std::uint64_t trial_chunks_ = 0;  // Chunks of the trial not yet durable.
   std::uint64_t trials_ = 0;
