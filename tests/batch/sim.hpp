@@ -1,15 +1,15 @@
 // A deterministic simulator that drives any weft::FlushPolicy the way the journal does, with a
 // simulated clock, a seeded open-loop arrival process and a simulated disk.
 //
-// The journal it imitates: records are appended at their arrival time; the policy is consulted
-// after every flush completion, after every append while fewer flushes are in flight than it last
-// allowed (with every slot taken an append cannot start one) and at the recheck time it last
-// asked for;
-// when it says flush_now and fewer than max_in_flight flushes are in flight, everything pending
-// is submitted as one flush. A record is durable when its flush and every flush submitted before
-// it are complete (durability is a prefix, as the journal publishes it), and the policy hears of
-// completions as the journal reports them: in submission order, each at the time it became part
-// of the durable prefix.
+// The journal it imitates: records are appended at their arrival time, or once the appending
+// thread is free if it has a cost of its own (Load::sender_record_ns, sender_flush_ns); the policy
+// is consulted after every flush completion, after every append while fewer flushes are in flight
+// than it last allowed (with every slot taken an append cannot start one) and at the recheck time
+// it last asked for; when it says flush_now and fewer than max_in_flight flushes are in flight,
+// everything pending is submitted as one flush. A record is durable when its flush and every flush
+// submitted before it are complete (durability is a prefix, as the journal publishes it), and the
+// policy hears of completions as the journal reports them: in submission order, each at the time it
+// became part of the durable prefix.
 //
 // The disk: `servers` flushes are served at once (1: a device that serialises flushes); the
 // others queue in submission order. A flush of b bytes takes (fixed + per_byte * b) times a noise
