@@ -196,6 +196,23 @@ TEST(ShmemBenchBatchSweep, JsonHasOneObjectPerPolicyAndRate) {
               std::min(ratios[0], ratios[1]));
     EXPECT_NE(by_point.at({"adaptive", rate})["best_fixed"], "natural#2");
     EXPECT_FALSE(natural.contains("control_of"));
+    // The bar's test, applied to the control: against the adaptive policy's best fixed one.
+    const std::string best = by_point.at({"adaptive", rate})["best_fixed"].get<std::string>();
+    EXPECT_EQ(control["best_fixed"], best);
+    ASSERT_EQ(control.contains("p99_over_best_fixed_same_run"), !best.empty()) << control.dump();
+    if (!best.empty()) {
+      const json& fixed = by_point.at({best, rate});
+      std::vector<double> over_best;
+      for (std::size_t k = 0; k < 2; ++k) {
+        over_best.push_back(control["durable_p99_ns_runs"][k].get<double>() /
+                            fixed["durable_p99_ns_runs"][k].get<double>());
+      }
+      const double sum = over_best[0] + over_best[1];
+      EXPECT_NEAR(median(control["p99_over_best_fixed_same_run"]), sum / 2, 1e-9 * sum);
+      EXPECT_EQ(control["bar_p99_met"].get<bool>(),
+                control["keeps_up"].get<bool>() && sum / 2 <= 1.1)
+          << control.dump();
+    }
   }
   // Without trials, or told not to, the adaptive policy leaves the io-wq pool at the kernel's
   // limit.
