@@ -80,7 +80,9 @@ class WEFT_EXPORT FlushPolicy {
   [[nodiscard]] virtual const char* name() const noexcept = 0;
 };
 
-// Flush every record as soon as it is appended, one flush in flight.
+// Flush every record as soon as it is appended, one flush in flight. The journal flushes all that
+// is pending, so the records appended while a flush runs go together in the next one: the same
+// decisions as make_natural_flush.
 WEFT_EXPORT std::unique_ptr<FlushPolicy> make_flush_every_record();
 // Flush when `bytes` are pending or the oldest pending record has waited `delay`, whichever comes
 // first; up to `max_in_flight` flushes in flight.
